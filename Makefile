@@ -1,0 +1,50 @@
+# Every install step of the project lives here. Two entry points (see README):
+#   make demo   set everything up, then run the main job (uact demo)
+#   make test   set everything up, then run the test suite
+# CPU machines: torch is installed first from the local CPU build and pinned by a constraints file.
+# GPU machines: make CONSTRAINTS=constraints/gpu.txt TORCH_SPEC=torch test
+
+PYTHON ?= python3.11
+VENV ?= .venv
+CONSTRAINTS ?= constraints/cpu.txt
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= train,sims,dev
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum | cut -c1-12)-$(EXTRAS)
+
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export MUJOCO_GL ?= egl
+export SDL_VIDEODRIVER ?= dummy
+
+.PHONY: setup demo test test-quick lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	$(BIN)/uact demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/tokenizers.py
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis

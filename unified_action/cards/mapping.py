@@ -1,0 +1,132 @@
+"""Native actions <-> unified slot values, compiled from a validated card.
+
+The native action of a step is flattened in card order: each action field contributes prod(shape) values
+(a scalar field contributes one). The unified vector of an embodiment holds its slots sorted by slot id,
+so two embodiments that share slots also share their order.
+
+All conversions are vectorised over any leading batch/time dimensions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from unified_action import action_space
+from unified_action.action_space import Slot, SlotKind
+from unified_action.cards.schema import ActionField
+
+
+def per_dim(value, n: int) -> np.ndarray:
+    """A scalar or a length-n list as a float64 array of length n (lengths are checked by the card)."""
+    arr = np.asarray(value, dtype=np.float64)
+    return np.broadcast_to(arr, (n,)).copy() if arr.ndim == 0 else arr
+
+
+def field_size(field: ActionField) -> int:
+    return prod(field.shape) if field.shape else 1
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    path: str
+    native_start: int
+    native_size: int
+    transform: str  # identity | affine | rpy_to_rotvec | table
+    out: np.ndarray  # index of each produced slot in the unified vector
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    rows: np.ndarray | None = None  # [n_values, n_slots] for tables
+    onehot: bool = False
+
+    @property
+    def native(self) -> slice:
+        return slice(self.native_start, self.native_start + self.native_size)
+
+
+@dataclass(frozen=True)
+class ActionMapping:
+    fields: tuple[FieldMap, ...]
+    slots: tuple[Slot, ...]  # the embodiment's slots, sorted by id
+    native_dim: int
+    native_low: np.ndarray  # the card's declared native range (nan where none was declared)
+    native_high: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return len(self.slots)
+
+    @property
+    def slot_names(self) -> list[str]:
+        return [s.name for s in self.slots]
+
+    @property
+    def kinds(self) -> list[SlotKind]:
+        return [s.kind for s in self.slots]
+
+    def to_unified(self, native: np.ndarray) -> tuple[np.ndarray, int]:
+        """[..., native_dim] -> ([..., dim] float64, number of table inputs that were out of range)."""
+        native = np.asarray(native)
+        if native.shape[-1] != self.native_dim:
+            raise ValueError(f"expected native actions with last dimension {self.native_dim}, got shape {native.shape}")
+        out = np.zeros(native.shape[:-1] + (self.dim,), dtype=np.float64)
+        bad = 0
+        for f in self.fields:
+            x = native[..., f.native].astype(np.float64)
+            if f.transform == "identity":
+                out[..., f.out] = x
+            elif f.transform == "affine":
+                out[..., f.out] = x * f.scale + f.offset
+            elif f.transform == "rpy_to_rotvec":
+                flat = x.reshape(-1, 3)
+                out[..., f.out] = Rotation.from_euler("xyz", flat).as_rotvec().reshape(x.shape)
+            else:  # table
+                idx = np.argmax(x, axis=-1) if f.onehot else np.rint(x[..., 0]).astype(np.int64)
+                n = len(f.rows)
+                outside = (idx < 0) | (idx >= n)
+                bad += int(outside.sum())
+                out[..., f.out] = f.rows[np.clip(idx, 0, n - 1)]
+        return out, bad
+
+    def to_native(self, unified: np.ndarray) -> np.ndarray:
+        """[..., dim] -> [..., native_dim]: the inverse of to_unified (tables pick the nearest row)."""
+        unified = np.asarray(unified, dtype=np.float64)
+        out = np.zeros(unified.shape[:-1] + (self.native_dim,), dtype=np.float64)
+        for f in self.fields:
+            u = unified[..., f.out]
+            if f.transform == "identity":
+                out[..., f.native] = u
+            elif f.transform == "affine":
+                out[..., f.native] = (u - f.offset) / f.scale
+            elif f.transform == "rpy_to_rotvec":
+                flat = u.reshape(-1, 3)
+                out[..., f.native] = Rotation.from_rotvec(flat).as_euler("xyz").reshape(u.shape)
+            else:
+                idx = np.abs(u[..., None, :] - f.rows).sum(-1).argmin(-1)  # first nearest row on ties
+                out[..., f.native] = np.eye(len(f.rows))[idx] if f.onehot else idx[..., None]
+        return out
+
+
+def compile_mapping(fields: list[ActionField], version: int) -> ActionMapping:
+    """Build the mapping of a card whose fields `card.check_semantics` has accepted."""
+    used = sorted({action_space.slot(name, version).id for f in fields for name in f.slots})
+    table = action_space.slots(version)
+    position = {slot_id: i for i, slot_id in enumerate(used)}
+    maps, start, lows, highs = [], 0, [], []
+    for f in fields:
+        n = field_size(f)
+        out = np.array([position[action_space.slot(name, version).id] for name in f.slots])
+        t = f.transform
+        kw: dict = {}
+        if t.type == "affine":
+            kw = dict(scale=per_dim(t.scale, len(f.slots)), offset=per_dim(t.offset, len(f.slots)))
+        elif t.type == "table":
+            kw = dict(rows=np.asarray(t.rows, dtype=np.float64), onehot=t.input == "onehot")
+        maps.append(FieldMap(f.path, start, n, t.type, out, **kw))
+        lows.append(per_dim(f.range.low, n) if f.range else np.full(n, np.nan))
+        highs.append(per_dim(f.range.high, n) if f.range else np.full(n, np.nan))
+        start += n
+    return ActionMapping(tuple(maps), tuple(table[i] for i in used), start, np.concatenate(lows), np.concatenate(highs))

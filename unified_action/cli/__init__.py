@@ -1,0 +1,74 @@
+"""`uact`: one console command, one subcommand per job. The surface is frozen by tests/test_cli.py."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unified_action import __version__, action_space
+from unified_action.cli import cards, demo, tokenizer
+from unified_action.errors import CardError, UnifiedActionError, did_you_mean
+
+app = typer.Typer(
+    name="uact",
+    help="unified-action: one action-conditioned video world model across robots, games and vehicles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cards.app, name="card")
+app.add_typer(tokenizer.app, name="tokenizer")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unified-action {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+    """Register embodiments, build the shared action vocabulary, pretrain and fine-tune world models."""
+
+
+@app.command("slots")
+def slots(group: str = typer.Option(None, "--group", "-g", help="Only this group, e.g. right_arm, gamepad.")) -> None:
+    """Print the unified action space: every slot with its id, kind, units and mode."""
+    groups = action_space.groups()
+    if group is not None and group not in groups:
+        raise UnifiedActionError(f"unknown group '{group}'{did_you_mean(group, groups)}; groups: {', '.join(groups)}")
+    table = Table(title=f"Unified action space v{action_space.ACTION_SPACE_VERSION}")
+    for col in ("id", "slot", "kind", "units", "mode", "description"):
+        table.add_column(col)
+    for s in action_space.slots():
+        if group is None or s.group == group:
+            table.add_row(str(s.id), s.name, s.kind.value, s.units, s.mode.value, s.description)
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point: known errors become one line per problem on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except CardError as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except UnifiedActionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,106 @@
+"""`uact tokenizer ...`: register embodiments, list and inspect tokenizers, print the vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unified_action.cards import load_card
+from unified_action.tokenization import Registry
+from unified_action.tokenization.episodes import load_episodes
+from unified_action.tokenization.fitting import chunks_of, roundtrip_report
+from unified_action.tokenization.registry import REGISTRY_ENV
+
+app = typer.Typer(help="Embodiment tokenizers and the shared action vocabulary.", no_args_is_help=True)
+console = Console()
+
+RegistryOpt = typer.Option(None, "--registry", "-r", envvar=REGISTRY_ENV,
+                           help="Registry directory [default: ./tokenizers].", show_envvar=True)
+
+
+@app.command("register")
+def register(
+    card: Path = typer.Argument(..., help="The embodiment's data card, e.g. data_cards/carracing.md."),
+    data: Path = typer.Option(..., "--data", "-d", help="Episodes: a .npy/.npz file or a directory of them."),
+    registry: Path = RegistryOpt,
+    force: bool = typer.Option(False, "--force", help="Replace a registered tokenizer of the same name."),
+    heldout_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Episodes held out for the round-trip report."),
+    seed: int = typer.Option(0, help="Seed for the sampling of training chunks."),
+) -> None:
+    """Fit normalization stats and the tokenizer from a card and episodes; write <registry>/<name>/ atomically."""
+    c = load_card(card)
+    episodes = load_episodes(data, c, progress=True)
+    reg = Registry(registry)
+    with console.status(f"fitting '{c.name}' on {len(episodes)} episodes") as status:
+        tok = reg.register(c, episodes, force=force, heldout_fraction=heldout_fraction, seed=seed,
+                           log=lambda msg: (console.log(msg), status.update(msg)))
+    _print_summary(tok)
+
+
+@app.command("list")
+def list_(registry: Path = RegistryOpt) -> None:
+    """List registered tokenizers."""
+    reg = Registry(registry)
+    table = Table(title=f"tokenizers in {reg.root}")
+    for col in ("name", "embodiment", "token", "kind", "chunk", "slots", "tokens/chunk", "RMSE (norm.)", "hash"):
+        table.add_column(col)
+    for name in reg.names():
+        s = reg.spec(name)
+        h = s.heldout
+        table.add_row(name, s.embodiment, str(s.embodiment_token), s.kind, str(s.chunk_length), str(len(s.slots)),
+                      f"{h.get('tokens_mean', float('nan')):.1f}", f"{h.get('rmse_normalized', float('nan')):.4f}",
+                      reg.content_hash(name)[:12])
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="A registered tokenizer."),
+    registry: Path = RegistryOpt,
+    data: Path = typer.Option(None, "--data", "-d", help="Measure the round trip on these episodes instead."),
+) -> None:
+    """Show a tokenizer: slots, stats, tokens per chunk and round-trip error on held-out data."""
+    tok = Registry(registry).load(name)
+    if data is not None:
+        episodes = load_episodes(data, tok.card, progress=True)
+        unified = [tok.card.mapping.to_unified(e)[0] for e in episodes]
+        report = roundtrip_report(tok, chunks_of(unified, tok.horizon, tok.horizon))
+        report["measured_on"] = str(data)
+    else:
+        report = tok.spec.heldout
+    _print_summary(tok, report)
+
+
+@app.command("vocab")
+def vocab(registry: Path = RegistryOpt) -> None:
+    """Print the shared vocabulary layout and what this registry has allocated in it."""
+    v = Registry(registry).vocabulary()
+    table = Table(title=f"shared action vocabulary, layout v{v.version}, {v.size} ids")
+    for col in ("section", "first id", "last id", "what"):
+        table.add_column(col)
+    for row in v.table():
+        table.add_row(*map(str, row))
+    console.print(table)
+
+
+def _print_summary(tok, report: dict | None = None) -> None:
+    s, report = tok.spec, report or tok.spec.heldout
+    console.print(f"[bold]{s.name}[/bold]  embodiment {s.embodiment} (token {s.embodiment_token}), kind {s.kind}, "
+                  f"chunk {s.chunk_length} steps, {len(s.slots)} slots, padded length {s.max_tokens}"
+                  + (f", DCT scale {s.fast_scale:g}, BPE ids {s.bpe_start}..{s.bpe_start + s.bpe_size - 1}" if s.kind == "fast" else ""))
+    console.print(f"content hash {tok.content_hash}")
+    table = Table(title=f"slots (round trip on {report.get('measured_on', '?')}, {report.get('chunks', 0)} chunks)")
+    for col in ("slot", "kind", "q01", "q99", "RMSE (slot units)"):
+        table.add_column(col)
+    per_slot = report.get("rmse_slot_units", {})
+    for i, slot in enumerate(s.slots):
+        kind = {0: "continuous", 2: "binary"}.get(s.num_classes[i], f"categorical/{s.num_classes[i]}")
+        table.add_row(slot, kind, f"{tok.stats.q01[i]:.4g}", f"{tok.stats.q99[i]:.4g}", f"{per_slot.get(slot, float('nan')):.4g}")
+    console.print(table)
+    console.print(f"tokens per chunk: mean {report.get('tokens_mean', 0):.1f}, max {report.get('tokens_max', 0)}; "
+                  f"normalized RMSE {report.get('rmse_normalized', 0):.4f} (max {report.get('max_abs_error_normalized', 0):.4f}); "
+                  f"clipped {100 * report.get('clipped_fraction', 0):.2f}% of values; invalid {report.get('invalid', 0)}; "
+                  f"overflow {report.get('overflow', 0)}")

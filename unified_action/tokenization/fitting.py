@@ -1,0 +1,133 @@
+"""Fit an embodiment's tokenizer from its card and episodes: statistics, FAST scale, BPE, held-out report."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from unified_action import __version__
+from unified_action.cards import DataCard
+from unified_action.errors import DataError
+from unified_action.tokenization import codecs
+from unified_action.tokenization.episodes import chunk_episode
+from unified_action.tokenization.normalization import Normalizer, Stats
+from unified_action.tokenization.tokenizer import ActionTokenizer, TokenizerSpec
+from unified_action.tokenization.vocabulary import VOCAB_VERSION
+
+# Candidate DCT scales for scale='auto', smallest first: the first that meets target_rmse wins, since a
+# smaller scale means smaller integers and so fewer BPE tokens.
+SCALE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000)
+MAX_TRAIN_CHUNKS = 20_000  # BPE training cost grows with this; 20k chunks train in seconds
+SCALE_PROBE_CHUNKS = 2_000
+LENGTH_MARGIN = 1.25  # fast sequences longer than any seen in training still fit, up to this factor
+
+Log = Callable[[str], None]
+
+
+def split_episodes(episodes: list[np.ndarray], heldout_fraction: float) -> tuple[list, list]:
+    """The last ceil(fraction * n) episodes are held out (none when there is a single episode)."""
+    n_held = math.ceil(heldout_fraction * len(episodes)) if len(episodes) >= 2 and heldout_fraction > 0 else 0
+    n_held = min(n_held, len(episodes) - 1)
+    return episodes[: len(episodes) - n_held], episodes[len(episodes) - n_held:]
+
+
+def chunks_of(episodes: list[np.ndarray], length: int, stride: int) -> np.ndarray:
+    return np.concatenate([chunk_episode(e, length, stride) for e in episodes])
+
+
+def choose_scale(z: np.ndarray, target_rmse: float) -> float:
+    """The smallest ladder scale whose DCT rounding error on z [N, T, Dc] is at most target_rmse."""
+    for scale in SCALE_LADDER:
+        q, _ = codecs.dct_quantize(z, scale)
+        err = codecs.dct_dequantize(q, scale, z.shape[1], z.shape[2]) - z
+        if np.sqrt(np.mean(err**2)) <= target_rmse:
+            return float(scale)
+    return float(SCALE_LADDER[-1])
+
+
+def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_token: int, bpe_start: int,
+                  heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None) -> tuple[ActionTokenizer, bytes | None]:
+    """episodes: native actions [T, native_dim] each. -> (tokenizer, BPE model bytes or None)."""
+    if not episodes:
+        raise DataError(f"{card.name}: no episodes to fit on")
+    params, mapping = card.header.tokenizer, card.mapping
+    unified = []
+    for e in episodes:
+        u, outside = mapping.to_unified(e)
+        if outside:
+            raise DataError(f"{card.name}: {outside} native values are outside the card's action table")
+        unified.append(u)
+    train, heldout = split_episodes(unified, heldout_fraction)
+    T = params.chunk_length
+    stats = Stats.compute(mapping.slot_names, np.concatenate(train))
+    log(f"statistics over {stats.count} steps of {len(train)} episodes ({len(heldout)} held out)")
+    rng = np.random.default_rng(seed)
+    chunks = chunks_of(train, T, max(1, T // 4))
+    if len(chunks) > MAX_TRAIN_CHUNKS:
+        chunks = chunks[np.sort(rng.choice(len(chunks), MAX_TRAIN_CHUNKS, replace=False))]
+    num_classes = tuple(s.num_classes for s in mapping.slots)
+    spec = TokenizerSpec(
+        name=card.name, embodiment=card.embodiment, embodiment_token=embodiment_token, kind=params.kind,
+        chunk_length=T, slots=tuple(mapping.slot_names), slot_ids=tuple(s.id for s in mapping.slots),
+        num_classes=num_classes, max_tokens=0, action_space_version=card.header.action_space_version,
+        vocab_version=VOCAB_VERSION, card_sha256=card.content_hash,
+    )
+    bpe_model = None
+    if params.kind == "fast":
+        cont = np.asarray(num_classes) == 0
+        z, _ = Normalizer(stats, cont).normalize(chunks)
+        z = z[..., cont]
+        scale = params.fast.scale
+        if scale == "auto":
+            probe = z if len(z) <= SCALE_PROBE_CHUNKS else z[rng.choice(len(z), SCALE_PROBE_CHUNKS, replace=False)]
+            scale = choose_scale(probe, params.fast.target_rmse)
+            log(f"DCT scale {scale:g} meets normalized RMSE <= {params.fast.target_rmse:g}")
+        q, _ = codecs.dct_quantize(z, scale)
+        bpe_model = codecs.train_bpe(codecs.coefficients_to_strings(q), params.fast.vocab_size)
+        size = codecs.Bpe(bpe_model, bpe_start).size
+        log(f"BPE of {size} pieces trained on {len(z)} chunks")
+        spec = replace(spec, fast_scale=float(scale), bpe_start=bpe_start, bpe_size=size)
+    tok = ActionTokenizer(replace(spec, max_tokens=_length_bound(spec, num_classes)), stats, bpe_model, card)
+    seen = int(tok.encode(chunks).mask.sum(1).max())
+    max_tokens = tok.min_length if params.kind != "fast" else max(tok.min_length, math.ceil(seen * LENGTH_MARGIN))
+    tok = ActionTokenizer(replace(tok.spec, max_tokens=max_tokens), stats, bpe_model, card)
+    report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
+    report["measured_on"] = "held-out episodes" if heldout else "training episodes (only one episode was given)"
+    report["created_with"] = f"unified-action {__version__}"
+    log(f"held-out round trip: {report['tokens_mean']:.1f} tokens/chunk, normalized RMSE {report['rmse_normalized']:.4f}")
+    tok = ActionTokenizer(replace(tok.spec, heldout=report), stats, bpe_model, card)
+    return tok, bpe_model
+
+
+def _length_bound(spec: TokenizerSpec, num_classes) -> int:
+    """A length no sequence can exceed: byte fallback spends at most 3 pieces per coefficient."""
+    n_cont = sum(1 for n in num_classes if n == 0)
+    return 4 + spec.chunk_length * (3 * n_cont + (len(num_classes) - n_cont))
+
+
+def roundtrip_report(tok: ActionTokenizer, chunks: np.ndarray) -> dict:
+    """Tokens per chunk and reconstruction error of chunks [N, T, D] in unified units."""
+    enc = tok.encode(chunks)
+    dec = tok.decode(enc.tokens)
+    cont = tok.continuous
+    zc, _ = tok.normalizer.normalize(chunks)
+    zd, _ = tok.normalizer.normalize(np.where(np.isnan(dec.actions), 0.0, dec.actions))
+    err_n = (zd - zc)[dec.valid][..., cont]
+    err_u = (dec.actions - chunks)[dec.valid]
+    per_slot = np.sqrt(np.mean(err_u**2, axis=(0, 1))) if len(err_u) else np.full(tok.dim, np.nan)
+    disc = ~cont
+    return {
+        "chunks": int(len(chunks)),
+        "tokens_mean": float(enc.mask.sum(1).mean()),
+        "tokens_max": int(enc.mask.sum(1).max()),
+        "rmse_normalized": float(np.sqrt(np.mean(err_n**2))) if err_n.size else 0.0,
+        "max_abs_error_normalized": float(np.abs(err_n).max()) if err_n.size else 0.0,
+        "rmse_slot_units": {s: float(v) for s, v in zip(tok.spec.slots, per_slot)},
+        "discrete_exact": bool(np.all(err_u[..., disc] == 0)) if disc.any() else True,
+        "clipped_fraction": float(enc.clipped.sum() / chunks.size),
+        "invalid": int((~dec.valid).sum()),
+        "overflow": int(enc.overflow.sum()),
+    }
