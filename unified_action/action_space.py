@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
+from functools import cache
 
 from unified_action.errors import did_you_mean
 
@@ -185,7 +185,7 @@ SLOT_COUNT_BY_VERSION: dict[int, int] = {1: len(_ROWS)}
 ACTION_SPACE_VERSION = max(SLOT_COUNT_BY_VERSION)
 
 
-@lru_cache(maxsize=None)
+@cache
 def slots(version: int = ACTION_SPACE_VERSION) -> tuple[Slot, ...]:
     """All slots of a version, in id order (a prefix of every later version)."""
     if version not in SLOT_COUNT_BY_VERSION:
@@ -197,7 +197,7 @@ def slots(version: int = ACTION_SPACE_VERSION) -> tuple[Slot, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _by_name(version: int) -> dict[str, Slot]:
     table = {s.name: s for s in slots(version)}
     assert len(table) == len(slots(version)), "slot names must be unique"

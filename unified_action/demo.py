@@ -18,6 +18,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from unified_action.cards import load_card
+from unified_action.console import make_console
 from unified_action.sims import record_actions
 from unified_action.tokenization import Registry
 from unified_action.tokenization.episodes import load_episodes
@@ -33,7 +34,7 @@ class DemoDataset:
 
 # One robot arm, one game, one vehicle: small enough for minutes on a 2-core CPU.
 DEMO_DATASETS = (
-    DemoDataset("metaworld_pick_place", episodes=12, steps=150, style="waypoint"),
+    DemoDataset("metaworld_pick_place", episodes=30, steps=240, style="waypoint"),
     DemoDataset("ale_pong", episodes=12, steps=200),
     DemoDataset("carracing", episodes=8, steps=150),
 )
@@ -71,14 +72,14 @@ def register_stage(cards_dir: Path, dirs: dict[str, Path], registry: Registry, c
 
 
 def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")) -> dict:
-    console = Console()
+    console = make_console()
     out.mkdir(parents=True, exist_ok=True)
     registry = Registry(out / "tokenizers")
     dirs = record_stage(cards_dir, out, console)
     register_stage(cards_dir, dirs, registry, console)
     table = Table(title="registered tokenizers: held-out round trip")
     for col in ("tokenizer", "embodiment", "token", "kind", "slots", "tokens/chunk", "RMSE (norm.)", "invalid"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     summary = {}
     for name in dirs:
         s = registry.spec(name)

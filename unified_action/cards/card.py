@@ -258,9 +258,10 @@ def _check_table(field: ActionField, slots: list, n_native: int) -> list[str]:
             elif s.kind is SlotKind.CATEGORICAL and (v != int(v) or not 0 <= v < s.num_classes):
                 problems.append(f"transform.rows[{r}]: {v!r} for slot '{s.name}'; expected a class in 0..{s.num_classes - 1}")
     rows = [tuple(r) for r in t.rows]
-    if not problems and len(set(rows)) != len(rows):
+    if not problems and not t.allow_repeated_rows and len(set(rows)) != len(rows):
         first = next(i for i, r in enumerate(rows) if rows.index(r) != i)
-        problems.append(f"transform.rows[{first}]: repeats an earlier row; rows must differ so decoding is unambiguous")
+        problems.append(f"transform.rows[{first}]: repeats an earlier row; rows must differ so decoding is unambiguous "
+                        f"(set allow_repeated_rows: true if several native values really mean the same)")
     if field.range is not None and t.input == "index" and not problems:
         hi = float(per_dim(field.range.high, 1)[0])
         if hi != len(rows) - 1:

@@ -10,13 +10,13 @@ Unknown keys are refused, so a typo never silently drops a field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
-Number = Union[float, int]
-PerDim = Union[Number, list[Number]]  # one value for every dimension, or one per dimension
+Number = float | int
+PerDim = Number | list[Number]  # one value for every dimension, or one per dimension
 
 
 class _Strict(BaseModel):
@@ -47,7 +47,7 @@ class NumpySource(_Strict):
     path: str = Field(description="directory of .npy/.npz episodes")
 
 
-Source = Annotated[Union[GymnasiumSource, RLDSSource, LeRobotSource, NumpySource], Field(discriminator="type")]
+Source = Annotated[GymnasiumSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
 
 
 class Camera(_Strict):
@@ -72,7 +72,7 @@ class Affine(_Strict):
     type: Literal["affine"]
     scale: PerDim = 1.0
     offset: PerDim = 0.0
-    units: Union[str, list[str]]
+    units: str | list[str]
 
 
 class RpyToRotvec(_Strict):
@@ -88,9 +88,12 @@ class Table(_Strict):
     input: Literal["index", "onehot"] = "index"
     labels: list[str] | None = Field(default=None, description="meaning of each native value, for people")
     rows: list[list[Number]] = Field(min_length=1)
+    # Several native values may mean the same slot values (RT-1's 3-way one-hot onto one terminate flag).
+    # Off by default so a typo repeating a row is caught; when on, decoding returns the first matching row.
+    allow_repeated_rows: bool = False
 
 
-Transform = Annotated[Union[Identity, Affine, RpyToRotvec, Table], Field(discriminator="type")]
+Transform = Annotated[Identity | Affine | RpyToRotvec | Table, Field(discriminator="type")]
 
 
 class ActionField(_Strict):
@@ -98,7 +101,7 @@ class ActionField(_Strict):
     dtype: Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
     shape: list[Annotated[int, Field(gt=0)]] = Field(max_length=2)
     kind: Literal["continuous", "binary", "categorical"]
-    units: Union[str, list[str]]
+    units: str | list[str]
     range: Range | None = None
     slots: list[str] = Field(min_length=1, description="unified slots this field fills, in output order")
     transform: Transform = Identity()
@@ -108,7 +111,7 @@ class ActionField(_Strict):
 class ObservationField(_Strict):
     path: str = Field(min_length=1)
     shape: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
-    units: Union[str, list[str], None] = None
+    units: str | list[str] | None = None
     description: str | None = None
 
 
@@ -121,7 +124,7 @@ class Instruction(_Strict):
 
 
 class FastParams(_Strict):
-    scale: Union[Literal["auto"], Annotated[float, Field(gt=0, le=10000)]] = "auto"
+    scale: Literal["auto"] | Annotated[float, Field(gt=0, le=10000)] = "auto"
     target_rmse: float = Field(default=0.01, gt=0, le=1, description="normalized RMSE that scale='auto' aims at")
     vocab_size: int = Field(default=1024, ge=300, le=16384)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from unified_action import __version__, action_space
 from unified_action.cli import cards, demo, tokenizer
+from unified_action.console import make_console
 from unified_action.errors import CardError, UnifiedActionError, did_you_mean
 
 app = typer.Typer(
@@ -43,17 +43,17 @@ def slots(group: str = typer.Option(None, "--group", "-g", help="Only this group
         raise UnifiedActionError(f"unknown group '{group}'{did_you_mean(group, groups)}; groups: {', '.join(groups)}")
     table = Table(title=f"Unified action space v{action_space.ACTION_SPACE_VERSION}")
     for col in ("id", "slot", "kind", "units", "mode", "description"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in action_space.slots():
         if group is None or s.group == group:
             table.add_row(str(s.id), s.name, s.kind.value, s.units, s.mode.value, s.description)
-    Console().print(table)
+    make_console().print(table)
 
 
 def main() -> None:
-    """Entry point: known errors become one line per problem on stderr and exit status 2."""
+    """Entry point. Usage errors are typer's (exit 2); our errors become one line per problem, exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except CardError as e:
         for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
@@ -61,14 +61,3 @@ def main() -> None:
     except UnifiedActionError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

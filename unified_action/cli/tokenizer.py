@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from unified_action.cards import load_card
+from unified_action.console import make_console
 from unified_action.tokenization import Registry
 from unified_action.tokenization.episodes import load_episodes
 from unified_action.tokenization.fitting import chunks_of, roundtrip_report
 from unified_action.tokenization.registry import REGISTRY_ENV
 
 app = typer.Typer(help="Embodiment tokenizers and the shared action vocabulary.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 RegistryOpt = typer.Option(None, "--registry", "-r", envvar=REGISTRY_ENV,
                            help="Registry directory [default: ./tokenizers].", show_envvar=True)
@@ -46,7 +46,7 @@ def list_(registry: Path = RegistryOpt) -> None:
     reg = Registry(registry)
     table = Table(title=f"tokenizers in {reg.root}")
     for col in ("name", "embodiment", "token", "kind", "chunk", "slots", "tokens/chunk", "RMSE (norm.)", "hash"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name in reg.names():
         s = reg.spec(name)
         h = s.heldout
@@ -80,7 +80,7 @@ def vocab(registry: Path = RegistryOpt) -> None:
     v = Registry(registry).vocabulary()
     table = Table(title=f"shared action vocabulary, layout v{v.version}, {v.size} ids")
     for col in ("section", "first id", "last id", "what"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in v.table():
         table.add_row(*map(str, row))
     console.print(table)
@@ -94,7 +94,7 @@ def _print_summary(tok, report: dict | None = None) -> None:
     console.print(f"content hash {tok.content_hash}")
     table = Table(title=f"slots (round trip on {report.get('measured_on', '?')}, {report.get('chunks', 0)} chunks)")
     for col in ("slot", "kind", "q01", "q99", "RMSE (slot units)"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     per_slot = report.get("rmse_slot_units", {})
     for i, slot in enumerate(s.slots):
         kind = {0: "continuous", 2: "binary"}.get(s.num_classes[i], f"categorical/{s.num_classes[i]}")

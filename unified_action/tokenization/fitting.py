@@ -22,7 +22,10 @@ from unified_action.tokenization.vocabulary import VOCAB_VERSION
 SCALE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000)
 MAX_TRAIN_CHUNKS = 20_000  # BPE training cost grows with this; 20k chunks train in seconds
 SCALE_PROBE_CHUNKS = 2_000
-LENGTH_MARGIN = 1.25  # fast sequences longer than any seen in training still fit, up to this factor
+# Padded length of fast sequences: the longest training sequence times this, plus slack. Small data (few-shot)
+# leaves the BPE unfamiliar with some held-out chunks, which then take more pieces; an item that still does not
+# fit is flagged `overflow`, never truncated.
+LENGTH_MARGIN, LENGTH_SLACK = 1.5, 8
 
 Log = Callable[[str], None]
 
@@ -92,7 +95,7 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         spec = replace(spec, fast_scale=float(scale), bpe_start=bpe_start, bpe_size=size)
     tok = ActionTokenizer(replace(spec, max_tokens=_length_bound(spec, num_classes)), stats, bpe_model, card)
     seen = int(tok.encode(chunks).mask.sum(1).max())
-    max_tokens = tok.min_length if params.kind != "fast" else max(tok.min_length, math.ceil(seen * LENGTH_MARGIN))
+    max_tokens = tok.min_length if params.kind != "fast" else min(_length_bound(spec, num_classes), max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK))
     tok = ActionTokenizer(replace(tok.spec, max_tokens=max_tokens), stats, bpe_model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
     report["measured_on"] = "held-out episodes" if heldout else "training episodes (only one episode was given)"

@@ -1,0 +1,155 @@
+"""Cards: the shipped ones validate; each malformed one is answered with one precise line and no files."""
+
+import copy
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from unified_action import cli
+from unified_action.cards import load_card
+from unified_action.errors import CardError
+
+BASE = {
+    "name": "toy_arm",
+    "license": "mit",
+    "embodiment": "toy_arm",
+    "source": {"type": "numpy", "path": "episodes"},
+    "control_frequency_hz": 10,
+    "cameras": [{"name": "front", "key": "observation/image", "height": 64, "width": 64}],
+    "action": [
+        {"path": "action/delta", "dtype": "float32", "shape": [3], "kind": "continuous", "units": "m",
+         "range": {"low": -0.05, "high": 0.05},
+         "slots": ["right_arm.eef_pos_delta.x", "right_arm.eef_pos_delta.y", "right_arm.eef_pos_delta.z"]},
+        {"path": "action/grip", "dtype": "float32", "shape": [1], "kind": "continuous", "units": "closedness",
+         "range": {"low": -1, "high": 1}, "slots": ["right_arm.gripper"],
+         "transform": {"type": "affine", "scale": -0.5, "offset": 0.5, "units": "fraction_open"}},
+    ],
+    "tokenizer": {"kind": "bin", "chunk_length": 4},
+}
+
+
+def write(tmp_path, header, name="toy_arm", body="A toy arm.\n"):
+    path = tmp_path / f"{name}.md"
+    path.write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body)
+    return path
+
+
+def mutate(fn):
+    h = copy.deepcopy(BASE)
+    fn(h)
+    return h
+
+
+def _set(path, value):
+    def fn(h):
+        *parents, last = path
+        node = h
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return fn
+
+
+def _delete(path):
+    def fn(h):
+        *parents, last = path
+        node = h
+        for p in parents:
+            node = node[p]
+        del node[last]
+    return fn
+
+
+MALFORMED = [
+    ("missing field", _delete(["license"]), r"toy_arm\.md: license: required field is missing"),
+    ("missing nested field", _delete(["action", 0, "dtype"]), r"action\[0\]\.dtype: required field is missing"),
+    ("wrong type", _set(["control_frequency_hz"], "fast"), r"control_frequency_hz: Input should be a valid number.*'fast'"),
+    ("bad frequency", _set(["control_frequency_hz"], 0), r"control_frequency_hz: Input should be greater than 0"),
+    ("unknown tokenizer kind", _set(["tokenizer", "kind"], "vq"), r"tokenizer\.kind: Input should be 'bin', 'fast' or 'discrete'"),
+    ("unknown field", _set(["control_freq"], 10), r"control_freq: unknown field \(did you mean 'control_frequency_hz'\?\)"),
+    ("unknown slot", _set(["action", 0, "slots", 2], "right_arm.eef_pos_delta.w"), r"action\[0\]\.slots\[2\]: unknown slot 'right_arm\.eef_pos_delta\.w' \(did you mean"),
+    ("slot used twice", _set(["action", 1, "slots"], ["right_arm.eef_pos_delta.x"]), r"action\[1\]\.slots\[0\]: slot 'right_arm\.eef_pos_delta\.x' is already filled by action\[0\]\.slots\[0\]"),
+    ("range min > max", _set(["action", 0, "range"], {"low": 0.1, "high": -0.1}), r"action\[0\]\.range: low 0\.1 > high -0\.1 in dimension 0"),
+    ("range length", _set(["action", 0, "range"], {"low": [0, 0], "high": 1}), r"action\[0\]\.range\.low: 2 values listed for a field of 3 values"),
+    ("slot count", _set(["action", 0, "shape"], [4]), r"action\[0\]\.slots: 3 slots listed for a field of 4 values"),
+    ("units mismatch", _set(["action", 0, "units"], "cm"), r"action\[0\]\.units: 'cm' for slot 'right_arm\.eef_pos_delta\.x', which is in 'm'; convert with an affine"),
+    ("kind mismatch", _set(["action", 1, "kind"], "binary"), r"action\[1\]\.kind: 'binary' but slot 'right_arm\.gripper' is continuous"),
+    ("bad dtype", _set(["action", 0, "dtype"], "float8"), r"action\[0\]\.dtype: Input should be 'float16'"),
+    ("bad name", _set(["name"], "Toy Arm"), r"name: String should match pattern"),
+    ("zero affine scale", _set(["action", 1, "transform", "scale"], 0), r"action\[1\]\.transform\.scale: must be non-zero"),
+    ("discrete kind with continuous slots", _set(["tokenizer", "kind"], "discrete"), r"tokenizer\.kind: 'discrete' takes only binary and categorical slots"),
+    ("chunk length", _set(["tokenizer", "chunk_length"], 0), r"tokenizer\.chunk_length: Input should be greater than 0"),
+    ("duplicate camera", _set(["cameras"], [{"name": "a", "key": "x", "height": 1, "width": 1}] * 2), r"cameras: camera name 'a' is used twice"),
+    ("path twice", _set(["action", 1, "path"], "action/delta"), r"action\[1\]\.path: 'action/delta' is mapped twice"),
+]
+
+
+@pytest.mark.parametrize("case,fn,expected", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_card_gets_its_precise_error(tmp_path, case, fn, expected):
+    path = write(tmp_path, mutate(fn))
+    with pytest.raises(CardError) as err:
+        load_card(path)
+    line = err.value.problems[0]
+    assert "\n" not in line
+    assert line.startswith(str(path) + ": ")
+    assert any(__import__("re").search(expected, p) for p in err.value.problems), err.value.problems
+
+
+TEXT_CASES = [
+    ("no header", "# just markdown\n", r"header: expected a YAML header opened by a '---' first line"),
+    ("unclosed header", "---\nname: x\n", r"header: expected a closing '---' line"),
+    ("bad yaml", "---\nname: [x\n---\n", r"header: invalid YAML at line"),
+    ("not a mapping", "---\n- a\n- b\n---\n", r"header: expected a YAML mapping of fields, got list"),
+]
+
+
+@pytest.mark.parametrize("case,text,expected", TEXT_CASES, ids=[t[0] for t in TEXT_CASES])
+def test_malformed_card_text(tmp_path, case, text, expected):
+    path = tmp_path / "toy_arm.md"
+    path.write_text(text)
+    with pytest.raises(CardError, match=expected):
+        load_card(path)
+
+
+def test_table_errors(tmp_path):
+    h = copy.deepcopy(BASE)
+    h["action"] = [{"path": "action", "dtype": "int64", "shape": [], "kind": "categorical", "units": "index",
+                    "slots": ["gamepad.a", "vehicle.lane_change"],
+                    "transform": {"type": "table", "rows": [[0, 0], [2, 1], [1, 5], [0, 0]]}}]
+    h["tokenizer"]["kind"] = "discrete"
+    with pytest.raises(CardError) as err:
+        load_card(write(tmp_path, h))
+    text = "\n".join(err.value.problems)
+    assert "transform.rows[1]: 2 for binary slot 'gamepad.a'; expected 0 or 1" in text
+    assert "transform.rows[2]: 5 for slot 'vehicle.lane_change'; expected a class in 0..2" in text
+
+
+def test_name_must_match_file(tmp_path):
+    with pytest.raises(CardError, match=r"name: 'toy_arm' must equal the file name 'other'"):
+        load_card(write(tmp_path, BASE, name="other"))
+
+
+def test_every_shipped_card_validates(cards_dir):
+    names = sorted(p.stem for p in cards_dir.glob("*.md"))
+    assert len(names) >= 9
+    for name in names:
+        card = load_card(cards_dir / f"{name}.md")
+        assert card.mapping.dim >= 1 and card.body.strip()
+
+
+def test_cli_register_with_bad_card_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Through `uact tokenizer register`: exit 2, one line per problem naming file and field, empty registry."""
+    eps = tmp_path / "eps"
+    eps.mkdir()
+    np.save(eps / "e0.npy", np.zeros((8, 4)))
+    registry = tmp_path / "reg"
+    bad = write(tmp_path, mutate(_set(["action", 0, "slots", 2], "right_arm.eef_pos_delta.w")))
+    monkeypatch.setattr(sys, "argv", ["uact", "tokenizer", "register", str(bad), "--data", str(eps), "--registry", str(registry)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: action[0].slots[2]: unknown slot")
+    assert not registry.exists() or list(registry.iterdir()) == []

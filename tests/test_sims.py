@@ -1,0 +1,51 @@
+"""Actions from the real simulators, through their cards: shapes, ranges, and that policies vary actions."""
+
+import numpy as np
+import pytest
+from support import CARDS
+
+from unified_action.cards import load_card
+from unified_action.policies import SmoothRandom, StickyRandom, WaypointRandom
+from unified_action.sims import record_actions
+
+STEPPED = ["ale_pong", "carracing", "highway_fast", "gym_pusht", "metaworld_pick_place"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STEPPED)
+def test_recorded_actions_fit_the_card(name):
+    card = load_card(CARDS / f"{name}.md")
+    eps = record_actions(card, episodes=2, steps=25, seed=3)
+    again = record_actions(card, episodes=2, steps=25, seed=3)
+    for ep, ep2 in zip(eps, again):
+        np.testing.assert_array_equal(ep, ep2)  # seeded: reproducible
+        assert ep.shape[1] == card.mapping.native_dim and 1 <= len(ep) <= 25
+        unified, outside = card.mapping.to_unified(ep)
+        assert outside == 0
+        m = card.mapping
+        declared = ~np.isnan(m.native_low)
+        assert np.all(ep[:, declared] >= m.native_low[declared] - 1e-6)
+        assert np.all(ep[:, declared] <= m.native_high[declared] + 1e-6)
+
+
+@pytest.mark.slow
+def test_aloha_action_space_matches_its_card():
+    card = load_card(CARDS / "gym_aloha_insertion.md")
+    [ep] = record_actions(card, episodes=1, steps=100, seed=0, step_env=False, style="waypoint")
+    assert ep.shape == (100, 14)
+    unified, _ = card.mapping.to_unified(ep)
+    assert unified.shape == (100, 14)
+
+
+def test_policies_are_seeded_and_vary():
+    p, q = SmoothRandom([-1, 0], [1, 2], seed=1), SmoothRandom([-1, 0], [1, 2], seed=1)
+    a = np.array([p() for _ in range(200)])
+    np.testing.assert_array_equal(a, [q() for _ in range(200)])
+    assert a[:, 0].min() >= -1 and a[:, 1].max() <= 2 and a.std(0).min() > 0.01
+    w = WaypointRandom([-1], [1], seed=0)
+    path = np.array([w() for _ in range(100)])[:, 0]
+    assert np.abs(np.diff(path, 2)).max() < 0.05  # smooth: small second differences
+    s = StickyRandom(18, seed=0, p_repeat=0.9)
+    acts = np.array([s() for _ in range(500)])
+    changes = (np.diff(acts) != 0).mean()
+    assert 0.02 < changes < 0.2 and len(set(acts.tolist())) > 10
