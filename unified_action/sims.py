@@ -56,7 +56,7 @@ def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, ste
     without, only its action space is used, for simulators too slow to step in a test (ALOHA renders at
     ~7 steps/s on a CPU).
     """
-    env = make_env(card, render_mode=None if not step_env else "rgb_array")
+    env = make_env(card, render_mode=None)  # actions only: no frames needed
     out = []
     try:
         for e in range(episodes):

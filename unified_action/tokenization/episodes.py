@@ -97,16 +97,22 @@ def load_episodes(path: str | Path, card: DataCard, progress: bool = False) -> l
     return [load_episode(p, card) for p in files]
 
 
-def chunk_episode(x: np.ndarray, length: int, stride: int) -> np.ndarray:
-    """[T, D] -> [n, length, D] windows every `stride` steps plus one ending at the last step.
+def window_starts(length_of_episode: int, length: int, stride: int) -> list[int]:
+    """Starts of windows every `stride` steps plus one ending at the last step (one for a short episode)."""
+    last = max(0, length_of_episode - length)
+    starts = list(range(0, last + 1, stride))
+    return starts if starts[-1] == last else starts + [last]
+
+
+def chunk_episode(x: np.ndarray, length: int, stride: int, starts: list[int] | None = None) -> np.ndarray:
+    """[T, D] -> [n, length, D] windows at `starts` (default: window_starts).
 
     An episode shorter than `length` is padded by holding its last action, the usual convention for the
     end of an action chunk (the robot stays where it ended).
     """
     if len(x) < length:
         x = np.concatenate([x, np.repeat(x[-1:], length - len(x), axis=0)])
-    starts = list(range(0, len(x) - length + 1, stride))
-    if starts[-1] != len(x) - length:
-        starts.append(len(x) - length)
+    if starts is None:
+        starts = window_starts(len(x), length, stride)
     windows = np.lib.stride_tricks.sliding_window_view(x, length, axis=0)  # [n, D, length]
     return np.ascontiguousarray(windows[starts].transpose(0, 2, 1))

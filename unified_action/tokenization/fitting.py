@@ -12,7 +12,7 @@ from unified_action import __version__
 from unified_action.cards import DataCard
 from unified_action.errors import DataError
 from unified_action.tokenization import codecs
-from unified_action.tokenization.episodes import chunk_episode
+from unified_action.tokenization.episodes import chunk_episode, window_starts
 from unified_action.tokenization.normalization import Normalizer, Stats
 from unified_action.tokenization.tokenizer import ActionTokenizer, TokenizerSpec
 from unified_action.tokenization.vocabulary import VOCAB_VERSION
@@ -37,8 +37,22 @@ def split_episodes(episodes: list[np.ndarray], heldout_fraction: float) -> tuple
     return episodes[: len(episodes) - n_held], episodes[len(episodes) - n_held:]
 
 
-def chunks_of(episodes: list[np.ndarray], length: int, stride: int) -> np.ndarray:
-    return np.concatenate([chunk_episode(e, length, stride) for e in episodes])
+def chunks_of(episodes: list[np.ndarray], length: int, stride: int, limit: int | None = None,
+              rng: np.random.Generator | None = None) -> np.ndarray:
+    """Windows of every episode [N, length, D]; at most `limit`, sampled before any window is copied."""
+    starts = [window_starts(len(e), length, stride) for e in episodes]
+    total = sum(map(len, starts))
+    if limit is not None and total > limit:
+        keep = np.zeros(total, dtype=bool)
+        keep[(rng or np.random.default_rng(0)).choice(total, limit, replace=False)] = True
+        offsets = np.cumsum([0] + [len(s) for s in starts])
+        starts = [[st for st, k in zip(s, keep[o: o + len(s)]) if k] for s, o in zip(starts, offsets)]
+    return np.concatenate([chunk_episode(e, length, stride, s) for e, s in zip(episodes, starts) if s])
+
+
+def longest_sequence(tok: ActionTokenizer, chunks: np.ndarray, batch: int = 1024) -> int:
+    """The most tokens any chunk takes, encoded batch by batch (the worst-case length is large)."""
+    return max(int(tok.encode(chunks[i: i + batch]).mask.sum(1).max()) for i in range(0, len(chunks), batch))
 
 
 def choose_scale(z: np.ndarray, target_rmse: float) -> float:
@@ -68,9 +82,7 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
     stats = Stats.compute(mapping.slot_names, np.concatenate(train))
     log(f"statistics over {stats.count} steps of {len(train)} episodes ({len(heldout)} held out)")
     rng = np.random.default_rng(seed)
-    chunks = chunks_of(train, T, max(1, T // 4))
-    if len(chunks) > MAX_TRAIN_CHUNKS:
-        chunks = chunks[np.sort(rng.choice(len(chunks), MAX_TRAIN_CHUNKS, replace=False))]
+    chunks = chunks_of(train, T, max(1, T // 4), limit=MAX_TRAIN_CHUNKS, rng=rng)
     num_classes = tuple(s.num_classes for s in mapping.slots)
     spec = TokenizerSpec(
         name=card.name, embodiment=card.embodiment, embodiment_token=embodiment_token, kind=params.kind,
@@ -94,7 +106,7 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         log(f"BPE of {size} pieces trained on {len(z)} chunks")
         spec = replace(spec, fast_scale=float(scale), bpe_start=bpe_start, bpe_size=size)
     tok = ActionTokenizer(replace(spec, max_tokens=_length_bound(spec, num_classes)), stats, bpe_model, card)
-    seen = int(tok.encode(chunks).mask.sum(1).max())
+    seen = longest_sequence(tok, chunks)
     max_tokens = tok.min_length if params.kind != "fast" else min(_length_bound(spec, num_classes), max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK))
     tok = ActionTokenizer(replace(tok.spec, max_tokens=max_tokens), stats, bpe_model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))

@@ -145,11 +145,6 @@ class Registry:
                                 f"pass --force to replace it (its embodiment token is kept)")
         vocab = self.vocabulary()
         old = self.spec(name) if exists else None
-        if old is not None and old.embodiment != card.embodiment:
-            # The old embodiment keeps its id unless no other tokenizer uses it; either way ids never move.
-            others = [n for n in self.names() if n != name and self.spec(n).embodiment == old.embodiment]
-            if not others:
-                vocab.embodiments.pop(old.embodiment)
         token = vocab.embodiments.get(card.embodiment)
         if token is None:
             token = vocab.next_embodiment_id()
