@@ -14,7 +14,9 @@ registry holds out the last 10% of episodes; every figure below is measured on t
 (accuracy: non-overlapping chunks; speed: a batch of 1024 chunks sampled from stride-1 windows).
 
 Run:  .venv/bin/python benchmarks/tokenizers.py [--quick] [--no-cache] [--only aloha,carracing]
-Writes benchmarks/results/tokenizers.json (and .md, the table as Markdown).
+Writes benchmarks/results/tokenizers.json (and .md, the table as Markdown); recorded episodes are cached
+under benchmarks/results/cache/ (keyed by card text and recording settings), so a re-run skips the
+simulators. See benchmarks/README.md for what each column means.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from unified_action.cards import DataCard, load_card, parse_card  # noqa: E402
 from unified_action.sims import record_actions  # noqa: E402
 from unified_action.tokenization import ActionTokenizer, Registry  # noqa: E402
 from unified_action.tokenization.fitting import chunks_of, split_episodes  # noqa: E402
+from unified_action.tokenization.normalization import Normalizer, Stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "data_cards"
@@ -87,15 +90,16 @@ DATASETS = (
 # ------------------------------------------------------------------------------------------ data
 
 
-def record(ds: Dataset, card: DataCard, quick: bool, use_cache: bool) -> list[np.ndarray]:
-    """Native action episodes, recorded in groups so tqdm can show progress (same seeds as one call)."""
+def record(ds: Dataset, card: DataCard, quick: bool, use_cache: bool) -> tuple[list[np.ndarray], bool]:
+    """-> (native action episodes, read from the cache?). Recorded in groups so tqdm can show progress; the
+    seeds are those of one record_actions call over all episodes (episode e uses seed e)."""
     episodes, steps = ds.size(quick)
     params = dict(episodes=episodes, steps=steps, seed=0, step_env=ds.step_env, style=ds.style)
     key = hashlib.sha256((card.text + json.dumps(params, sort_keys=True)).encode()).hexdigest()[:12]
     cache = RESULTS / "cache" / f"{ds.card}-{key}.npz"
     if use_cache and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
-            return [z[f"ep{i:04d}"] for i in range(episodes)]
+            return [z[f"ep{i:04d}"] for i in range(episodes)], True
     group = episodes if not ds.step_env else max(1, episodes // 10)
     out: list[np.ndarray] = []
     what = "stepping" if ds.step_env else "sampling the action space of"
@@ -109,7 +113,7 @@ def record(ds: Dataset, card: DataCard, quick: bool, use_cache: bool) -> list[np
         tmp = cache.with_name(cache.name + ".tmp.npz")
         np.savez(tmp, **{f"ep{i:04d}": e for i, e in enumerate(out)})
         os.replace(tmp, cache)
-    return out
+    return out, False
 
 
 def with_kind(card: DataCard, kind: str) -> DataCard:
@@ -131,30 +135,23 @@ def with_kind(card: DataCard, kind: str) -> DataCard:
 
 class PerDimensionBins:
     """OpenVLA's action tokenizer: each dimension of each step is one of 256 uniform bins over [-1, 1]
-    after q01/q99 normalization (the same statistics as ours); decoding returns bin centres."""
+    after q01/q99 normalization (the same statistics and normalizer as ours); decoding returns bin centres."""
 
     NUM_BINS = 256
 
-    def __init__(self, q01: np.ndarray, q99: np.ndarray):
-        spread = q99 - q01
-        constant = spread < 1e-8  # normalizes to 0 and decodes to q01, as unified_action does
-        half = np.where(constant, 1.0, spread / 2.0)
-        self.gain = np.where(constant, 0.0, 1.0 / half)
-        self.bias = np.where(constant, 0.0, -q01 / half - 1.0)
-        self.inv_gain = np.where(constant, 0.0, half)
-        self.inv_bias = np.where(constant, q01, q01 + half)
-        self.edges = np.linspace(-1.0, 1.0, self.NUM_BINS + 1)[1:-1]  # 255 inner edges
+    def __init__(self, stats: Stats):
+        self.normalizer = Normalizer(stats, np.ones(len(stats.q01), dtype=bool))
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """[B, T, D] unified units -> [B, T*D] bin indices 0..255."""
-        z = np.clip(x * self.gain + self.bias, -1.0, 1.0)
-        idx = np.floor((z + 1.0) * (self.NUM_BINS / 2.0)).astype(np.int64)  # == np.digitize(z, self.edges)
+        z, _ = self.normalizer.normalize(x)
+        idx = np.floor((z + 1.0) * (self.NUM_BINS / 2.0)).astype(np.int64)
         np.minimum(idx, self.NUM_BINS - 1, out=idx)
         return idx.reshape(len(x), -1)
 
     def decode(self, tokens: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         z = -1.0 + (tokens.reshape(len(tokens), *shape) + 0.5) * (2.0 / self.NUM_BINS)
-        return z * self.inv_gain + self.inv_bias
+        return self.normalizer.unnormalize(z)
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -234,13 +231,13 @@ def measure_ours(tok: ActionTokenizer, card: DataCard, chunks: np.ndarray, batch
 
 
 def measure_baseline(tok: ActionTokenizer, card: DataCard, chunks: np.ndarray, batch: np.ndarray, repeats: int) -> dict:
-    base = PerDimensionBins(tok.stats.q01, tok.stats.q99)
+    base = PerDimensionBins(tok.stats)
     shape = chunks.shape[1:]
     tokens = base.encode(chunks)
     decoded = base.decode(tokens, shape)
     tokens_b = base.encode(batch)
     n = int(np.prod(shape))
-    z = chunks * base.gain + base.bias
+    _, clipped = base.normalizer.normalize(chunks)
     return dict(
         kind="baseline",
         tokens_payload_mean=float(n),
@@ -249,7 +246,7 @@ def measure_baseline(tok: ActionTokenizer, card: DataCard, chunks: np.ndarray, b
         padded_length=n,
         invalid=0,
         overflow=0,
-        clipped_fraction=float(((z < -1.0) | (z > 1.0)).sum() / chunks.size),
+        clipped_fraction=float(clipped.sum() / chunks.size),
         **accuracy(tok, card, chunks, decoded, np.ones(len(chunks), bool)),
         encode_chunks_per_s=best_rate(lambda: base.encode(batch), len(batch), repeats),
         decode_chunks_per_s=best_rate(lambda: base.decode(tokens_b, shape), len(batch), repeats),
@@ -274,7 +271,7 @@ class Row:
 def run_dataset(ds: Dataset, quick: bool, use_cache: bool, repeats: int, tmp_root: Path, log) -> tuple[list[Row], dict]:
     card = load_card(CARDS / f"{ds.card}.md")
     t0 = time.perf_counter()
-    episodes = record(ds, card, quick, use_cache)
+    episodes, cached = record(ds, card, quick, use_cache)
     record_s = time.perf_counter() - t0
     kinds = [card.header.tokenizer.kind]
     if kinds[0] in ("bin", "fast"):
@@ -293,7 +290,7 @@ def run_dataset(ds: Dataset, quick: bool, use_cache: bool, repeats: int, tmp_roo
                 train_episodes=len(train), heldout_episodes=len(held), eval_chunks=int(len(chunks)),
                 timing_batch=BATCH, timing_windows_available=int(len(windows)), chunk_length=T,
                 slots=card.mapping.slot_names, slot_units=[s.units for s in card.mapping.slots], native_dim=card.mapping.native_dim,
-                baseline_tokens_on_native_dims=T * card.mapping.native_dim, record_seconds=round(record_s, 2),
+                baseline_tokens_on_native_dims=T * card.mapping.native_dim, record_seconds=None if cached else round(record_s, 2), from_cache=cached,
                 card_kind=card.header.tokenizer.kind)
     rows, fitted = [], {}
     for kind in kinds:
@@ -306,6 +303,11 @@ def run_dataset(ds: Dataset, quick: bool, use_cache: bool, repeats: int, tmp_roo
         row = Row(ds.key, kind, kind == card.header.tokenizer.kind, (T, tok.dim))
         row.metrics = measure_ours(tok, variant, chunks, batch, repeats)
         row.metrics["fit_seconds"] = round(fit_s, 2)
+        # The registry measured its own held-out report on the same episodes and chunks: the figures must agree.
+        reported = tok.spec.heldout
+        row.metrics["matches_registry_report"] = bool(
+            reported.get("chunks") == len(chunks) and math.isclose(reported.get("tokens_mean", -1), row.metrics["tokens_total_mean"])
+            and math.isclose(reported.get("rmse_normalized", -1), row.metrics.get("rmse_normalized", 0.0), abs_tol=1e-12))
         rows.append(row)
         log(f"{ds.key}: registered and measured '{kind}' ({fit_s:.1f} s to fit)")
     tok = next(iter(fitted.values()))  # every variant has the same statistics (same training episodes)

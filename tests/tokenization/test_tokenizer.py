@@ -172,6 +172,7 @@ def test_overflowing_fast_sequence_is_flagged_not_truncated(toks):
     assert enc.tokens[1, :4].tolist() == [BOS, tok.spec.embodiment_token, UNK, EOS]
     dec = tok.decode(enc.tokens)
     assert dec.valid.tolist() == [True, False] and np.isnan(dec.actions[1]).all()
+    assert dec.reasons[1] == "the chunk overflowed the padded length at encode"
 
 
 # ---------------------------------------------------------------- corrupted sequences

@@ -101,6 +101,7 @@ def _print_summary(tok, report: dict | None = None) -> None:
         table.add_row(slot, kind, f"{tok.stats.q01[i]:.4g}", f"{tok.stats.q99[i]:.4g}", f"{per_slot.get(slot, float('nan')):.4g}")
     console.print(table)
     console.print(f"tokens per chunk: mean {report.get('tokens_mean', 0):.1f}, max {report.get('tokens_max', 0)}; "
-                  f"normalized RMSE {report.get('rmse_normalized', 0):.4f} (max {report.get('max_abs_error_normalized', 0):.4f}); "
+                  f"normalized RMSE {report.get('rmse_normalized', 0):.4f} within the fitted range (max {report.get('max_abs_error_normalized', 0):.4f}), "
+                  f"{report.get('rmse_normalized_unclipped', 0):.4f} counting clipped values; "
                   f"clipped {100 * report.get('clipped_fraction', 0):.2f}% of values; invalid {report.get('invalid', 0)}; "
                   f"overflow {report.get('overflow', 0)}")

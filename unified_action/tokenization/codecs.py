@@ -67,9 +67,11 @@ MAX_COEF = 10_000  # |quantized coefficient| above this is clipped and counted
 
 def dct_quantize(z: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """z [B, T, D] in [-1, 1] -> (int coefficients [B, T*D] low frequency first, clipped count [B])."""
-    q = np.rint(dct(z, axis=1, norm="ortho") * scale)
-    clipped = (np.abs(q) > MAX_COEF).reshape(len(z), -1).sum(1)
-    return np.clip(q, -MAX_COEF, MAX_COEF).astype(np.int64).reshape(len(z), -1), clipped
+    q = np.rint(dct(z, axis=1, norm="ortho") * scale).astype(np.int64).reshape(len(z), -1)
+    if np.abs(q).max(initial=0) <= MAX_COEF:  # the usual case: in-range values never reach the limit
+        return q, np.zeros(len(z), dtype=np.int64)
+    clipped = (np.abs(q) > MAX_COEF).sum(1)
+    return np.clip(q, -MAX_COEF, MAX_COEF), clipped
 
 
 def dct_dequantize(q: np.ndarray, scale: float, horizon: int, dims: int) -> np.ndarray:

@@ -131,6 +131,8 @@ def roundtrip_report(tok: ActionTokenizer, chunks: np.ndarray) -> dict:
     zc, _ = tok.normalizer.normalize(chunks)
     zd, _ = tok.normalizer.normalize(np.where(np.isnan(dec.actions), 0.0, dec.actions))
     err_n = (zd - zc)[dec.valid][..., cont]
+    # The same error without clipping the original: what values beyond q01..q99 lose as well.
+    raw = (chunks * tok.normalizer.gain + tok.normalizer.bias - zd)[dec.valid][..., cont]
     err_u = (dec.actions - chunks)[dec.valid]
     per_slot = np.sqrt(np.mean(err_u**2, axis=(0, 1))) if len(err_u) else np.full(tok.dim, np.nan)
     disc = ~cont
@@ -140,6 +142,7 @@ def roundtrip_report(tok: ActionTokenizer, chunks: np.ndarray) -> dict:
         "tokens_max": int(enc.mask.sum(1).max()),
         "rmse_normalized": float(np.sqrt(np.mean(err_n**2))) if err_n.size else 0.0,
         "max_abs_error_normalized": float(np.abs(err_n).max()) if err_n.size else 0.0,
+        "rmse_normalized_unclipped": float(np.sqrt(np.mean(raw**2))) if raw.size else 0.0,
         "rmse_slot_units": {s: float(v) for s, v in zip(tok.spec.slots, per_slot)},
         "discrete_exact": bool(np.all(err_u[..., disc] == 0)) if disc.any() else True,
         "clipped_fraction": float(enc.clipped.sum() / chunks.size),

@@ -152,7 +152,7 @@ class ActionTokenizer:
         want = (self.horizon, self.dim)
         if x.ndim != 3 or x.shape[1:] != want:
             raise TokenizerError(f"tokenizer '{self.name}': expected actions of shape [batch, {want[0]}, {want[1]}], got {list(x.shape)}")
-        x = x.astype(np.float64)
+        x = np.asarray(x, dtype=np.float64)  # no copy when it already is float64: encode never writes into x
         finite = np.isfinite(x).reshape(len(x), -1).all(1)
         if not finite.all():
             raise TokenizerError(f"tokenizer '{self.name}': batch item {int(np.argmin(finite))} holds NaN or infinite actions")
@@ -225,6 +225,7 @@ class ActionTokenizer:
             fail(t[:, 0] != BOS, "does not start with <bos>")
             fail(t[:, 1] != self.spec.embodiment_token, f"embodiment token is not {self.spec.embodiment_token} ({self.spec.embodiment})")
             if self.spec.kind == "fast":
+                fail((t[:, 2] == UNK) & (t[:, 3] == EOS), "the chunk overflowed the padded length at encode")
                 self._decode_fast(t, values, fail)
             else:
                 self._decode_flat(t, values, fail)
@@ -255,7 +256,11 @@ class ActionTokenizer:
 
     def _decode_fast(self, t, values, fail) -> None:
         B, T, D = values.shape
-        L = t.shape[1]
+        # Work on the used columns only (sequences are mostly padding); the rest must be <pad>.
+        used = int(np.max(np.nonzero((t != PAD).any(0))[0], initial=3)) + 1
+        fail((t[:, used:] != PAD).any(1), "tokens after <eos> are not <pad>")
+        t = t[:, :used]
+        L = used
         n_disc = int((~self.continuous).sum()) * T
         is_sep = t == SEP
         fail(~is_sep.any(1), "no <sep> after the BPE pieces")
