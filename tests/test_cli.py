@@ -3,7 +3,6 @@
 import sys
 
 import numpy as np
-import pytest
 import typer
 from support import CARDS
 
@@ -95,7 +94,6 @@ def test_usage_error_exit_code(monkeypatch, capsys):
     assert code == 2 and "Missing argument" in err
 
 
-@pytest.mark.parametrize("args", [["--version"]])
-def test_version(monkeypatch, capsys, args):
-    code, out, _ = run(monkeypatch, capsys, *args)
+def test_version(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--version")
     assert code == 0 and out.startswith("unified-action ")

@@ -15,20 +15,20 @@ from unified_action.tokenization.vocabulary import BOS, EOS, PAD, SEP, UNK
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def in_range_chunks(tok, draw_fraction):
+def in_range_chunks(tok):
     """A strategy of chunk batches [B, T, D] inside the fitted range (q01..q99) for continuous slots and valid
     states for discrete slots."""
     lo, hi = tok.stats.q01, tok.stats.q99
     n = tok.num_classes
 
-    def build(u, b):
+    def build(u):
         x = lo + u * (hi - lo)
         disc = n > 0
         x[..., disc] = np.floor(u[..., disc] * n[disc] * 0.999)
         return x
 
     return st.integers(1, 6).flatmap(
-        lambda b: arrays(np.float64, (b, tok.horizon, tok.dim), elements=st.floats(0, 1, allow_nan=False)).map(lambda u: build(u, b)))
+        lambda b: arrays(np.float64, (b, tok.horizon, tok.dim), elements=st.floats(0, 1, allow_nan=False)).map(build))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def toks(registry):
 @given(data=st.data())
 def test_discrete_round_trip_is_exact(toks, data):
     tok = toks["ale_pong"]
-    x = data.draw(in_range_chunks(tok, 1.0))
+    x = data.draw(in_range_chunks(tok))
     dec = tok.decode(tok.encode(x).tokens)
     assert dec.valid.all()
     np.testing.assert_array_equal(dec.actions, x)
@@ -50,7 +50,7 @@ def test_discrete_round_trip_is_exact(toks, data):
 @given(data=st.data())
 def test_bin_error_is_at_most_half_a_bin(toks, data):
     tok = toks["carracing"]
-    x = data.draw(in_range_chunks(tok, 1.0))
+    x = data.draw(in_range_chunks(tok))
     enc = tok.encode(x)
     assert (enc.clipped == 0).all()
     dec = tok.decode(enc.tokens)
@@ -65,7 +65,7 @@ def test_fast_error_is_bounded_by_the_quantization(toks, data):
     """Each DCT coefficient is off by at most 0.5/scale; the orthonormal inverse keeps the RMS error below
     0.5/scale and each value's error below sqrt(T) * 0.5/scale (normalized units)."""
     tok = toks["gym_aloha_insertion"]
-    x = data.draw(in_range_chunks(tok, 1.0))
+    x = data.draw(in_range_chunks(tok))
     enc = tok.encode(x, length=tok.min_length + 3 * tok.horizon * tok.dim)  # room for white-noise chunks
     dec = tok.decode(enc.tokens)
     assert dec.valid.all() and not enc.overflow.any()

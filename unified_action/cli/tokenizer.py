@@ -86,6 +86,12 @@ def vocab(registry: Path = RegistryOpt) -> None:
     console.print(table)
 
 
+def _fmt(report: dict, key: str, spec: str = ".4f") -> str:
+    """A figure of the report, or 'n/a' where the report (made by an older version) lacks it."""
+    value = report.get(key)
+    return "n/a" if value is None else format(value, spec)
+
+
 def _print_summary(tok, report: dict | None = None) -> None:
     s, report = tok.spec, report or tok.spec.heldout
     console.print(f"[bold]{s.name}[/bold]  embodiment {s.embodiment} (token {s.embodiment_token}), kind {s.kind}, "
@@ -93,15 +99,16 @@ def _print_summary(tok, report: dict | None = None) -> None:
                   + (f", DCT scale {s.fast_scale:g}, BPE ids {s.bpe_start}..{s.bpe_start + s.bpe_size - 1}" if s.kind == "fast" else ""))
     console.print(f"content hash {tok.content_hash}")
     table = Table(title=f"slots (round trip on {report.get('measured_on', '?')}, {report.get('chunks', 0)} chunks)")
-    for col in ("slot", "kind", "q01", "q99", "RMSE (slot units)"):
+    for col in ("slot", "kind", "units", "q01", "q99", "RMSE (slot units)"):
         table.add_column(col, overflow="fold")
     per_slot = report.get("rmse_slot_units", {})
-    for i, slot in enumerate(s.slots):
-        kind = {0: "continuous", 2: "binary"}.get(s.num_classes[i], f"categorical/{s.num_classes[i]}")
-        table.add_row(slot, kind, f"{tok.stats.q01[i]:.4g}", f"{tok.stats.q99[i]:.4g}", f"{per_slot.get(slot, float('nan')):.4g}")
+    for i, (slot, card_slot) in enumerate(zip(s.slots, tok.card.mapping.slots)):
+        kind = card_slot.kind.value + (f"/{card_slot.num_classes}" if card_slot.num_classes > 2 else "")
+        table.add_row(slot, kind, card_slot.units, f"{tok.stats.q01[i]:.4g}", f"{tok.stats.q99[i]:.4g}",
+                      f"{per_slot[slot]:.4g}" if slot in per_slot else "n/a")
     console.print(table)
-    console.print(f"tokens per chunk: mean {report.get('tokens_mean', 0):.1f}, max {report.get('tokens_max', 0)}; "
-                  f"normalized RMSE {report.get('rmse_normalized', 0):.4f} within the fitted range (max {report.get('max_abs_error_normalized', 0):.4f}), "
-                  f"{report.get('rmse_normalized_unclipped', 0):.4f} counting clipped values; "
-                  f"clipped {100 * report.get('clipped_fraction', 0):.2f}% of values; invalid {report.get('invalid', 0)}; "
-                  f"overflow {report.get('overflow', 0)}")
+    console.print(f"tokens per chunk: mean {_fmt(report, 'tokens_mean', '.1f')}, max {_fmt(report, 'tokens_max', 'd')}; "
+                  f"normalized RMSE {_fmt(report, 'rmse_normalized')} within the fitted range "
+                  f"(max {_fmt(report, 'max_abs_error_normalized')}), {_fmt(report, 'rmse_normalized_unclipped')} counting clipped values; "
+                  f"clipped {_fmt(report, 'clipped_fraction', '.2%')} of values; invalid {_fmt(report, 'invalid', 'd')}; "
+                  f"overflow {_fmt(report, 'overflow', 'd')}")

@@ -5,7 +5,7 @@ Layout version 1 (ids are half-open ranges; every fixed section has room to grow
 | section      | first id | size  | what                                                                  |
 |--------------|---------:|------:|-----------------------------------------------------------------------|
 | special      |        0 |    16 | <pad> <bos> <eos> <unk> <sep> <mask>, the rest reserved               |
-| embodiment   |       16 |  1024 | one per embodiment name, allocated at registration, never reused      |
+| embodiment   |       16 |  1024 | one per embodiment name, allocated at registration                    |
 | slot         |     1040 |  4096 | SLOT_BASE + slot id of action_space.py: the slot embedding of a value |
 | bin          |     5136 |   256 | uniform bins over a normalized value in [-1, 1]                       |
 | binary       |     5392 |     2 | button/flag state: off, on                                            |
@@ -16,7 +16,8 @@ Layout version 1 (ids are half-open ranges; every fixed section has room to grow
 A chunk of actions encodes as `<bos> <embodiment> payload <eos> <pad>...` (see tokenizer.py). Ids in the
 fixed sections mean the same for every embodiment, so the world model shares their embeddings; an
 embodiment's BPE block belongs to it alone. Registration only ever appends (a new embodiment id, a new
-BPE block), so ids and encodings of registered tokenizers never change.
+BPE block), so ids and encodings of registered tokenizers never change. An id is only free again once no
+registered tokenizer uses it (its last tokenizer was replaced with `--force` under another embodiment).
 """
 
 from __future__ import annotations
