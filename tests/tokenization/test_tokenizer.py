@@ -157,8 +157,12 @@ def test_torch_in_torch_out(toks):
 def test_native_round_trip_through_the_card(toks, sim_episodes):
     tok = toks["ale_pong"]
     native = np.stack([e[: tok.horizon] for e in sim_episodes["ale_pong"]])
-    dec = tok.decode_native(tok.encode_native(native).tokens)
+    enc = tok.encode_native(native)
+    assert (enc.clipped == 0).all()
+    dec = tok.decode_native(enc.tokens)
     np.testing.assert_array_equal(dec.actions, native)
+    native[1, 2, 0] = 25  # no Atari action: clipped into the table, and counted
+    assert tok.encode_native(native).clipped.tolist()[:3] == [0, 1, 0]
 
 
 def test_overflowing_fast_sequence_is_flagged_not_truncated(toks):

@@ -67,13 +67,15 @@ class ActionMapping:
     def kinds(self) -> list[SlotKind]:
         return [s.kind for s in self.slots]
 
-    def to_unified(self, native: np.ndarray) -> tuple[np.ndarray, int]:
-        """[..., native_dim] -> ([..., dim] float64, number of table inputs that were out of range)."""
+    def to_unified(self, native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[..., native_dim] -> ([..., dim] float64, [...] count of table inputs outside the table per step).
+
+        An index outside the table (an Atari action 18, say) is clipped into it; the count says it happened."""
         native = np.asarray(native)
         if native.shape[-1] != self.native_dim:
             raise ValueError(f"expected native actions with last dimension {self.native_dim}, got shape {native.shape}")
         out = np.zeros(native.shape[:-1] + (self.dim,), dtype=np.float64)
-        bad = 0
+        bad = np.zeros(native.shape[:-1], dtype=np.int64)
         for f in self.fields:
             x = native[..., f.native].astype(np.float64)
             if f.transform == "identity":
@@ -87,7 +89,7 @@ class ActionMapping:
                 idx = np.argmax(x, axis=-1) if f.onehot else np.rint(x[..., 0]).astype(np.int64)
                 n = len(f.rows)
                 outside = (idx < 0) | (idx >= n)
-                bad += int(outside.sum())
+                bad += outside
                 out[..., f.out] = f.rows[np.clip(idx, 0, n - 1)]
         return out, bad
 

@@ -74,8 +74,8 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
     unified = []
     for e in episodes:
         u, outside = mapping.to_unified(e)
-        if outside:
-            raise DataError(f"{card.name}: {outside} native values are outside the card's action table")
+        if outside.any():
+            raise DataError(f"{card.name}: {int(outside.sum())} native values are outside the card's action table")
         unified.append(u)
     train, heldout = split_episodes(unified, heldout_fraction)
     T = params.chunk_length
@@ -105,10 +105,14 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         size = codecs.Bpe(bpe_model, bpe_start).size
         log(f"BPE of {size} pieces trained on {len(z)} chunks")
         spec = replace(spec, fast_scale=float(scale), bpe_start=bpe_start, bpe_size=size)
-    tok = ActionTokenizer(replace(spec, max_tokens=_length_bound(spec, num_classes)), stats, bpe_model, card)
-    seen = longest_sequence(tok, chunks)
-    max_tokens = tok.min_length if params.kind != "fast" else min(_length_bound(spec, num_classes), max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK))
-    tok = ActionTokenizer(replace(tok.spec, max_tokens=max_tokens), stats, bpe_model, card)
+    bound = _length_bound(spec, num_classes)
+    tok = ActionTokenizer(replace(spec, max_tokens=bound), stats, bpe_model, card)
+    if params.kind == "fast":  # bin and discrete sequences have one fixed length: tok.min_length
+        seen = longest_sequence(tok, chunks)
+        tok = ActionTokenizer(replace(tok.spec, max_tokens=min(bound, max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK))),
+                              stats, bpe_model, card)
+    else:
+        tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.min_length), stats, bpe_model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
     report["measured_on"] = "held-out episodes" if heldout else "training episodes (only one episode was given)"
     report["created_with"] = f"unified-action {__version__}"

@@ -293,8 +293,10 @@ class ActionTokenizer:
     def encode_native(self, native, length: int | None = None) -> TokenBatch:
         """Native actions [B, T, native_dim] (card order) -> tokens, through the card's mapping."""
         x, as_torch = _to_numpy(native)
-        unified, _ = self._card().mapping.to_unified(x)
-        return _like(self.encode(unified, length), as_torch)
+        unified, outside = self._card().mapping.to_unified(x)
+        batch = self.encode(unified, length)
+        batch.clipped += outside.reshape(len(x), -1).sum(1)  # native values outside the card's table count too
+        return _like(batch, as_torch)
 
     def decode_native(self, tokens) -> ActionBatch:
         out = self.decode(tokens)
