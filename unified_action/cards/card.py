@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from unified_action import action_space
 from unified_action.action_space import SlotKind
 from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
+from unified_action.cards import schema
 from unified_action.cards.schema import ActionField, CardHeader
 from unified_action.errors import CardError, did_you_mean
 
@@ -115,13 +116,13 @@ def _pydantic_lines(err: ValidationError, where: str) -> list[str]:
         elif e["type"] == "extra_forbidden":
             lines.append(f"{where}: {loc}: unknown field{did_you_mean(loc.rsplit('.', 1)[-1], _known_keys())}")
         else:
-            lines.append(f"{where}: {loc}: {e['msg']} (got {e.get('input')!r})")
+            got = repr(e.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."  # one readable line, whatever was pasted there
+            lines.append(f"{where}: {loc}: {e['msg']} (got {got})")
     return lines
 
 
 def _known_keys() -> set[str]:
-    from unified_action.cards import schema
-
     keys: set[str] = set()
     for model in (schema.CardHeader, schema.ActionField, schema.Camera, schema.TokenizerParams,
                   schema.FastParams, schema.Instruction, schema.Range, schema.Table, schema.Affine):
