@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from unified_action import action_space
 from unified_action.action_space import SlotKind
-from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
 from unified_action.cards import schema
+from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
 from unified_action.cards.schema import ActionField, CardHeader
 from unified_action.errors import CardError, did_you_mean
 
