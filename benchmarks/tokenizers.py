@@ -47,7 +47,7 @@ from unified_action import __version__  # noqa: E402
 from unified_action.cards import DataCard, load_card, parse_card  # noqa: E402
 from unified_action.sims import record_actions  # noqa: E402
 from unified_action.tokenization import ActionTokenizer, Registry  # noqa: E402
-from unified_action.tokenization.fitting import chunks_of, split_episodes  # noqa: E402
+from unified_action.tokenization.fitting import chunks_of, reconstruction_errors, split_episodes  # noqa: E402
 from unified_action.tokenization.normalization import Normalizer, Stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,27 +170,19 @@ def best_rate(fn, n: int, repeats: int) -> float:
 
 
 def accuracy(tok: ActionTokenizer, card: DataCard, chunks: np.ndarray, decoded: np.ndarray, valid: np.ndarray) -> dict:
-    """Errors of decoded [N, T, D] against chunks, both in unified units; invalid items are left out."""
+    """The registry's error figures (fitting.reconstruction_errors) plus the benchmark's own: RMSE over the
+    continuous slots in slot and native units, and exact-match rates for discrete slots."""
     cont, disc = tok.continuous, ~tok.continuous
     x, y = chunks[valid], decoded[valid]
-    out: dict = {}
+    out = reconstruction_errors(tok, chunks, decoded, valid)
     if cont.any():
-        zx, _ = tok.normalizer.normalize(x)  # clipped normalized space, as fitting.roundtrip_report does
-        zy, _ = tok.normalizer.normalize(y)
-        err_n = (zy - zx)[..., cont]
-        err_u = (y - x)[..., cont]
-        nat_x = card.mapping.to_native(x)
-        nat_y = card.mapping.to_native(y)
-        # Unclipped: the same affine map without the clip to [-1, 1], so values outside q01..q99 count in full.
-        err_raw = ((y - x) * tok.normalizer.gain)[..., cont]
         out.update(
-            rmse_normalized=float(np.sqrt(np.mean(err_n**2))),
-            rmse_normalized_unclipped=float(np.sqrt(np.mean(err_raw**2))),
-            max_abs_error_normalized=float(np.abs(err_n).max()),
-            rmse_unified=float(np.sqrt(np.mean(err_u**2))),
-            rmse_unified_per_slot={s: float(v) for s, v, c in zip(tok.spec.slots, np.sqrt(np.mean((y - x) ** 2, axis=(0, 1))), cont) if c},
-            rmse_native=float(np.sqrt(np.mean((nat_y - nat_x) ** 2))),
+            rmse_unified=float(np.sqrt(np.mean((y - x)[..., cont] ** 2))),
+            rmse_native=float(np.sqrt(np.mean((card.mapping.to_native(y) - card.mapping.to_native(x)) ** 2))),
         )
+    else:
+        for k in ("rmse_normalized", "max_abs_error_normalized", "rmse_normalized_unclipped"):
+            out[k] = None  # no continuous slot: '-' in the table
     if disc.any():
         # Discrete slots: the value decoded as it would be used (binary: >= 0.5, categorical: nearest class).
         binary = tok.num_classes[disc] == 2
@@ -312,7 +304,7 @@ def run_dataset(ds: Dataset, quick: bool, use_cache: bool, repeats: int, tmp_roo
         reported = tok.spec.heldout
         row.metrics["matches_registry_report"] = bool(
             reported.get("chunks") == len(chunks) and math.isclose(reported.get("tokens_mean", -1), row.metrics["tokens_total_mean"])
-            and math.isclose(reported.get("rmse_normalized", -1), row.metrics.get("rmse_normalized", 0.0), abs_tol=1e-12))
+            and math.isclose(reported.get("rmse_normalized", -1), row.metrics.get("rmse_normalized") or 0.0, abs_tol=1e-12))
         rows.append(row)
         log(f"{ds.key}: registered and measured '{kind}' ({fit_s:.1f} s to fit)")
     tok = next(iter(fitted.values()))  # every variant has the same statistics (same training episodes)

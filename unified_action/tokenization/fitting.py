@@ -127,28 +127,37 @@ def _length_bound(spec: TokenizerSpec, num_classes) -> int:
     return 4 + spec.chunk_length * (3 * n_cont + (len(num_classes) - n_cont))
 
 
-def roundtrip_report(tok: ActionTokenizer, chunks: np.ndarray) -> dict:
-    """Tokens per chunk and reconstruction error of chunks [N, T, D] in unified units."""
-    enc = tok.encode(chunks)
-    dec = tok.decode(enc.tokens)
+def reconstruction_errors(tok: ActionTokenizer, chunks: np.ndarray, decoded: np.ndarray, valid: np.ndarray) -> dict:
+    """Errors of decoded [N, T, D] against chunks, both in unified units, over the valid items.
+
+    `rmse_normalized` is measured in the clipped normalized space (q01..q99 -> [-1, 1]): the tokenizer's
+    own quantization error. `rmse_normalized_unclipped` also counts what values beyond q01..q99 lose.
+    """
     cont = tok.continuous
-    zc, _ = tok.normalizer.normalize(chunks)
-    zd, _ = tok.normalizer.normalize(np.where(np.isnan(dec.actions), 0.0, dec.actions))
-    err_n = (zd - zc)[dec.valid][..., cont]
-    # The same error without clipping the original: what values beyond q01..q99 lose as well.
-    raw = (chunks * tok.normalizer.gain + tok.normalizer.bias - zd)[dec.valid][..., cont]
-    err_u = (dec.actions - chunks)[dec.valid]
-    per_slot = np.sqrt(np.mean(err_u**2, axis=(0, 1))) if len(err_u) else np.full(tok.dim, np.nan)
-    disc = ~cont
+    x, y = chunks[valid], decoded[valid]
+    zx, _ = tok.normalizer.normalize(x)
+    zy, _ = tok.normalizer.normalize(y)
+    err_n = (zy - zx)[..., cont]
+    raw = ((y - x) * tok.normalizer.gain)[..., cont]
+    per_slot = np.sqrt(np.mean((y - x) ** 2, axis=(0, 1))) if len(x) else np.full(tok.dim, np.nan)
     return {
-        "chunks": int(len(chunks)),
-        "tokens_mean": float(enc.mask.sum(1).mean()),
-        "tokens_max": int(enc.mask.sum(1).max()),
         "rmse_normalized": float(np.sqrt(np.mean(err_n**2))) if err_n.size else 0.0,
         "max_abs_error_normalized": float(np.abs(err_n).max()) if err_n.size else 0.0,
         "rmse_normalized_unclipped": float(np.sqrt(np.mean(raw**2))) if raw.size else 0.0,
         "rmse_slot_units": {s: float(v) for s, v in zip(tok.spec.slots, per_slot)},
-        "discrete_exact": bool(np.all(err_u[..., disc] == 0)) if disc.any() else True,
+        "discrete_exact": bool(np.all((y - x)[..., ~cont] == 0)),
+    }
+
+
+def roundtrip_report(tok: ActionTokenizer, chunks: np.ndarray) -> dict:
+    """Tokens per chunk and reconstruction error of chunks [N, T, D] in unified units."""
+    enc = tok.encode(chunks)
+    dec = tok.decode(enc.tokens)
+    return {
+        "chunks": int(len(chunks)),
+        "tokens_mean": float(enc.mask.sum(1).mean()),
+        "tokens_max": int(enc.mask.sum(1).max()),
+        **reconstruction_errors(tok, chunks, dec.actions, dec.valid),
         "clipped_fraction": float(enc.clipped.sum() / chunks.size),
         "invalid": int((~dec.valid).sum()),
         "overflow": int(enc.overflow.sum()),

@@ -74,7 +74,8 @@ class Registry:
             raise RegistryError(f"{self.root}: no tokenizer named '{name}'{did_you_mean(name, self.names())}")
         return d
 
-    def _read_verified(self, name: str) -> dict[str, bytes]:
+    def _read_verified(self, name: str) -> tuple[dict[str, bytes], str]:
+        """-> (file name -> bytes, content hash), every file checked against manifest.json."""
         d = self._dir(name)
         try:
             manifest = json.loads((d / "manifest.json").read_text())
@@ -93,13 +94,13 @@ class Registry:
             files[fname] = data
         if manifest.get("content_hash") != content_hash(expected):
             raise RegistryError(f"{d / 'manifest.json'}: content_hash does not match its file hashes")
-        return files
+        return files, manifest["content_hash"]
 
     def spec(self, name: str) -> TokenizerSpec:
-        return TokenizerSpec.from_json(json.loads(self._read_verified(name)["spec.json"]))
+        return TokenizerSpec.from_json(json.loads(self._read_verified(name)[0]["spec.json"]))
 
     def load(self, name: str) -> ActionTokenizer:
-        files = self._read_verified(name)
+        files, digest = self._read_verified(name)
         spec = TokenizerSpec.from_json(json.loads(files["spec.json"]))
         where = str(self.root / name / "card.md")
         card = parse_card(files["card.md"].decode(), where)
@@ -108,7 +109,7 @@ class Registry:
         except (ValueError, KeyError) as e:
             raise RegistryError(f"{self.root / name / 'stats.json'}: {e}") from None
         tok = ActionTokenizer(spec, stats, files.get("bpe.model"), card)
-        tok.content_hash = self.content_hash(name)
+        tok.content_hash = digest
         return tok
 
     def content_hash(self, name: str) -> str:
