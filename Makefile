@@ -8,14 +8,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,sims,dev
+EXTRAS ?= train,sims,data,rlds,dev
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum | cut -c1-12)-$(EXTRAS)
 
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export MUJOCO_GL ?= egl
-export SDL_VIDEODRIVER ?= dummy
 
 .PHONY: setup demo test test-quick lint bench clean
 

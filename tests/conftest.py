@@ -13,7 +13,6 @@ from unified_action.sims import record_actions
 from unified_action.tokenization import Registry
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,27 @@
-"""Real simulators named by data cards, made headless, and actions recorded from them.
+"""Real simulators named by data cards, made headless, and episodes recorded from them.
 
 A card names a gymnasium id; the module that registers it comes from this fixed allow-list, never from
 the card, so reading a card can't make us import arbitrary code.
+
+Where a simulator card's paths point (the generic adapter for any gymnasium env that renders rgb_array):
+  camera key  'render'              env.render() (the env is made with render_mode='rgb_array')
+              'observation'         the observation itself is the image (Atari, CarRacing)
+              'observation/a/b'     obs['a']['b'] of a dict observation (gym-aloha, gym-pusht)
+  proprio     'observation' (the whole observation, flattened) or 'observation/a/b' likewise.
+Step t holds the observation before action t, the action, and the reward that followed (the RLDS
+convention); the observation after the last action is not kept.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from unified_action.cards import DataCard
+from unified_action.data.episode import Episode
 from unified_action.errors import DataError
 from unified_action.policies import policy_for_space
 
@@ -43,9 +53,88 @@ def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
         if module == "ale_py":
             gym.register_envs(mod)
     kwargs = dict(src.env_kwargs)
+    if module == "highway_env" and render_mode is not None and os.environ.get("SDL_VIDEODRIVER") == "dummy":
+        # highway-env renders offscreen on its own, and turns its viewer off (black frames) under this value
+        del os.environ["SDL_VIDEODRIVER"]
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     return gym.make(src.env_id, **kwargs)
+
+
+def _cheap_mujoco_rendering(env) -> None:
+    """Turn off shadows and multisampling of MuJoCo envs: without a GPU (Mesa llvmpipe) the 4096² shadow map
+    dominates, and a 64x64 Meta-World frame goes from ~7 to ~34 per second. Must run before the first render."""
+    u = env.unwrapped
+    models = [getattr(u, "model", None)]
+    physics = getattr(getattr(u, "_env", None), "physics", None)  # dm_control-based envs (gym-aloha)
+    if physics is not None:
+        models.append(physics.model.ptr)
+    for m in models:
+        if m is not None and hasattr(m, "vis"):
+            m.vis.quality.shadowsize = 0
+            m.vis.quality.offsamples = 0
+
+
+def _at(obs, path: str, what: str, card: DataCard):
+    """obs at a card path 'observation[/a/b]'."""
+    value = obs
+    for k in path.split("/")[1:]:
+        if not isinstance(value, dict) or k not in value:
+            have = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise DataError(f"{card.name}: {what} '{path}': the observation has no '{k}' (has {have})")
+        value = value[k]
+    return np.asarray(value)
+
+
+def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: int = 0, style: str = "smooth") -> Iterator[Episode]:
+    """Roll out the card's simulator headless and yield one Episode per index: frames of every card camera,
+    native actions from a seeded behaviour policy, proprio, reward, flags and the card's instruction.
+
+    Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
+    processes records the same episodes."""
+    renders = any(c.key == "render" for c in card.header.cameras)
+    for c in card.header.cameras:
+        if c.key != "render" and c.key != "observation" and not c.key.startswith("observation/"):
+            raise DataError(f"{card.name}: cameras.{c.name}.key: '{c.key}', expected 'render', 'observation' or 'observation/...'")
+    env = make_env(card, render_mode="rgb_array" if renders else None)
+    _cheap_mujoco_rendering(env)
+    [field] = card.header.action if len(card.header.action) == 1 else [None]
+    if field is None:
+        raise DataError(f"{card.name}: action: a simulator card has one action field, found {len(card.header.action)}")
+    instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
+    try:
+        for i in indices:
+            obs, _ = env.reset(seed=seed + i)
+            policy = policy_for_space(env.action_space, seed + i, style)
+            frames = {c.name: [] for c in card.header.cameras}
+            proprio = {p.path: [] for p in card.header.proprio}
+            actions, rewards, terminal = [], [], False
+            for _ in range(steps):
+                for c in card.header.cameras:
+                    frame = env.render() if c.key == "render" else _at(obs, c.key, "camera", card)
+                    frames[c.name].append(frame[::-1] if c.flip_vertical else frame)
+                for p in card.header.proprio:
+                    proprio[p.path].append(_at(obs, p.path, "proprio", card).astype(np.float32))
+                a = policy()
+                actions.append(np.asarray(a))
+                obs, reward, terminated, truncated, _ = env.step(a)
+                rewards.append(float(reward))
+                if terminated or truncated:
+                    terminal = bool(terminated)
+                    break
+            T = len(actions)
+            first, last, is_terminal = np.zeros(T, bool), np.zeros(T, bool), np.zeros(T, bool)
+            first[0], last[-1], is_terminal[-1] = True, True, terminal
+            yield Episode(
+                card=card.name, index=i,
+                frames={k: np.stack(v).astype(np.uint8) for k, v in frames.items()},
+                actions={field.path: np.stack(actions).reshape(T, *field.shape).astype(field.dtype)},
+                proprio={k: np.stack(v) for k, v in proprio.items()},
+                reward=np.asarray(rewards, np.float32), is_first=first, is_last=last, is_terminal=is_terminal,
+                instruction=instruction, source=f"{card.header.source.env_id} seed {seed + i}",
+            )
+    finally:
+        env.close()
 
 
 def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, step_env: bool = True,

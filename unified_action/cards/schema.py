@@ -55,6 +55,8 @@ class Camera(_Strict):
     key: str = Field(description="path of the image in an observation, e.g. 'observation/image'")
     height: int = Field(gt=0, le=8192)
     width: int = Field(gt=0, le=8192)
+    # Some simulators hand images over upside down (Meta-World's MuJoCo cameras); recording flips them back.
+    flip_vertical: bool = False
 
 
 class Range(_Strict):

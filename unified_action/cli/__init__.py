@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from unified_action import __version__, action_space
-from unified_action.cli import cards, demo, tokenizer
+from unified_action.cli import cards, data, demo, tokenizer
 from unified_action.console import make_console
 from unified_action.errors import CardError, UnifiedActionError, did_you_mean
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(cards.app, name="card")
 app.add_typer(tokenizer.app, name="tokenizer")
+app.add_typer(data.app, name="data")
 app.command("demo")(demo.demo)
 
 

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from tqdm import tqdm
 
 from unified_action.cards import load_card
 from unified_action.console import make_console
+from unified_action.errors import DataError
 from unified_action.tokenization import Registry
 from unified_action.tokenization.episodes import load_episodes
 from unified_action.tokenization.fitting import chunks_of, roundtrip_report
+from unified_action.tokenization.normalization import Stats
 from unified_action.tokenization.registry import REGISTRY_ENV
 
 app = typer.Typer(help="Embodiment tokenizers and the shared action vocabulary.", no_args_is_help=True)
@@ -24,7 +27,8 @@ RegistryOpt = typer.Option(None, "--registry", "-r", envvar=REGISTRY_ENV,
 @app.command("register")
 def register(
     card: Path = typer.Argument(..., help="The embodiment's data card, e.g. data_cards/carracing.md."),
-    data: Path = typer.Option(..., "--data", "-d", help="Episodes: a .npy/.npz file or a directory of them."),
+    data: Path = typer.Option(..., "--data", "-d", help="Episodes: a .npy/.npz file, a directory of them, or a shard dataset "
+                              "(its stats.json, computed over all episodes, is used for normalization)."),
     registry: Path = RegistryOpt,
     force: bool = typer.Option(False, "--force", help="Replace a registered tokenizer of the same name."),
     heldout_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Episodes held out for the round-trip report."),
@@ -32,12 +36,30 @@ def register(
 ) -> None:
     """Fit normalization stats and the tokenizer from a card and episodes; write <registry>/<name>/ atomically."""
     c = load_card(card)
-    episodes = load_episodes(data, c, progress=True)
+    stats = None
+    from unified_action.data.dataset import is_shard_dataset  # needs no optional dependency
+
+    if is_shard_dataset(data):
+        episodes, stats = shard_episodes(data, c)
+    else:
+        episodes = load_episodes(data, c, progress=True)
     reg = Registry(registry)
     with console.status(f"fitting '{c.name}' on {len(episodes)} episodes") as status:
         tok = reg.register(c, episodes, force=force, heldout_fraction=heldout_fraction, seed=seed,
-                           log=lambda msg: (console.log(msg), status.update(msg)))
+                           log=lambda msg: (console.log(msg), status.update(msg)), stats=stats)
     _print_summary(tok)
+
+
+def shard_episodes(path: Path, card) -> tuple[list, Stats | None]:
+    """Native action episodes of a shard dataset (frames are not decoded) and its unified statistics."""
+    from unified_action.data.dataset import open_dataset
+
+    ds = open_dataset(path)
+    if ds.card.header.action != card.header.action:
+        raise DataError(f"{ds.root / (ds.name + '.md')}: action: the shards were written with another action mapping than {card.source_path}")
+    episodes = list(tqdm(ds.iter_actions(), total=ds.episodes, desc=f"reading {ds.name} shards", unit="ep", leave=False))
+    stats = ds.stats()
+    return episodes, (Stats.from_json(stats["unified"]) if stats else None)
 
 
 @app.command("list")

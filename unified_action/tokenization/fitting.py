@@ -66,8 +66,12 @@ def choose_scale(z: np.ndarray, target_rmse: float) -> float:
 
 
 def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_token: int, bpe_start: int,
-                  heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None) -> tuple[ActionTokenizer, bytes | None]:
-    """episodes: native actions [T, native_dim] each. -> (tokenizer, BPE model bytes or None)."""
+                  heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None,
+                  stats: Stats | None = None) -> tuple[ActionTokenizer, bytes | None]:
+    """episodes: native actions [T, native_dim] each. -> (tokenizer, BPE model bytes or None).
+
+    `stats`: normalization statistics computed elsewhere over the whole dataset (a shard dataset's stats.json,
+    written during conversion); by default they are computed from the training episodes."""
     if not episodes:
         raise DataError(f"{card.name}: no episodes to fit on")
     params, mapping = card.header.tokenizer, card.mapping
@@ -79,8 +83,13 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         unified.append(u)
     train, heldout = split_episodes(unified, heldout_fraction)
     T = params.chunk_length
-    stats = Stats.compute(mapping.slot_names, np.concatenate(train))
-    log(f"statistics over {stats.count} steps of {len(train)} episodes ({len(heldout)} held out)")
+    if stats is None:
+        stats = Stats.compute(mapping.slot_names, np.concatenate(train))
+        log(f"statistics over {stats.count} steps of {len(train)} episodes ({len(heldout)} held out)")
+    elif list(stats.slots) != mapping.slot_names:
+        raise DataError(f"{card.name}: statistics are for slots {list(stats.slots)}, the card maps to {mapping.slot_names}")
+    else:
+        log(f"statistics given over {stats.count} steps; fitting on {len(train)} episodes ({len(heldout)} held out)")
     rng = np.random.default_rng(seed)
     chunks = chunks_of(train, T, max(1, T // 4), limit=MAX_TRAIN_CHUNKS, rng=rng)
     num_classes = tuple(s.num_classes for s in mapping.slots)

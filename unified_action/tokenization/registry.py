@@ -130,15 +130,16 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
     def register(self, card: DataCard, episodes: list[np.ndarray], *, force: bool = False,
-                 heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None) -> ActionTokenizer:
+                 heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None,
+                 stats: Stats | None = None) -> ActionTokenizer:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(str(self.root / ".lock"), timeout=600):
-                return self._register_locked(card, episodes, force, heldout_fraction, seed, log)
+                return self._register_locked(card, episodes, force, heldout_fraction, seed, log, stats)
         except Timeout:
             raise RegistryError(f"{self.root}/.lock: another registration holds the registry lock") from None
 
-    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log) -> ActionTokenizer:
+    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log, stats) -> ActionTokenizer:
         name = card.name
         exists = (self.root / name / "manifest.json").is_file()
         if exists and not force:
@@ -152,7 +153,7 @@ class Registry:
         others = [b for b in vocab.bpe_blocks if b.owner != name]
         start = old.bpe_start if old is not None and old.bpe_start is not None else vocab.next_bpe_start()
         tok, bpe_model = fit_tokenizer(card, episodes, embodiment_token=token, bpe_start=start,
-                                       heldout_fraction=heldout_fraction, seed=seed, log=log)
+                                       heldout_fraction=heldout_fraction, seed=seed, log=log, stats=stats)
         if tok.spec.kind == "fast":
             tok = self._place_bpe(tok, bpe_model, old, others)
         self._write_atomically(name, tok, bpe_model, card)

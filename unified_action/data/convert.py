@@ -1,0 +1,270 @@
+"""Write any episode source into a shard dataset: in parallel processes, resumably, with statistics.
+
+The source's episodes [0, N) are split once into contiguous parts (recorded in progress/plan.json); each
+part is written by one process into its own shards `<card>-<part>-<seq>.tar`. A shard counts as finished
+when its sidecar `progress/<shard>.json` exists (written after the tar was renamed into place), so a re-run
+resumes every part after its last finished shard and deletes whatever a killed run left half-written.
+The manifest, stats.json and <card>.md are written last; a directory with a manifest is complete.
+
+Memory is bounded by one shard per process: episodes stream from the source into the tar, and statistics
+keep exact moments plus a bounded sample per shard (stats.py).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import queue
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from unified_action.cards import DataCard, load_card, parse_card
+from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
+from unified_action.data.episode import Episode
+from unified_action.data.shards import (
+    LAYOUT_VERSION,
+    ShardInfo,
+    ShardWriter,
+    atomic_write_bytes,
+    atomic_write_json,
+    episode_to_sample,
+    npy_bytes,
+)
+from unified_action.data.stats import merge_stats, native_labels, shard_summary
+from unified_action.errors import DataError
+
+Log = Callable[[str], None]
+PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where episodes come from; plain data, so worker processes can rebuild the reader from it."""
+
+    card_path: str
+    kind: str  # 'sim' (record from the card's simulator), 'rlds', 'lerobot' or 'shards'
+    root: str | None = None  # the RLDS / LeRobot / shard dataset directory
+    episodes: int | None = None  # sim: how many to record; other kinds: read at most this many
+    steps: int = 200  # sim: steps per episode (fewer where the env ends the episode)
+    seed: int = 0
+    style: str = "smooth"  # sim: behaviour policy for continuous actions ('smooth' or 'waypoint')
+
+    def card(self) -> DataCard:
+        return open_dataset(self.root).card if self.kind == "shards" else load_card(self.card_path)
+
+    def count(self) -> int:
+        if self.kind == "sim":
+            return int(self.episodes or 0)
+        n = {"rlds": lambda: _rlds().count_episodes(self.card(), self.root),
+             "lerobot": lambda: _lerobot().count_episodes(self.card(), self.root),
+             "shards": lambda: open_dataset(self.root).episodes}[self.kind]()
+        return n if self.episodes is None else min(n, self.episodes)
+
+    def read(self, start: int, stop: int) -> Iterator[Episode]:
+        card = self.card()
+        if self.kind == "sim":
+            from unified_action.sims import record_episodes
+
+            return record_episodes(card, range(start, stop), self.steps, self.seed, self.style)
+        if self.kind == "rlds":
+            return _rlds().read_episodes(card, self.root, start, stop)
+        if self.kind == "lerobot":
+            return _lerobot().read_episodes(card, self.root, start, stop)
+        eps = open_dataset(self.root).iter_episodes()
+        return (e for i, e in enumerate(eps) if start <= i < stop)
+
+
+def _rlds():
+    from unified_action.data import rlds
+
+    return rlds
+
+
+def _lerobot():
+    from unified_action.data import lerobot
+
+    return lerobot
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    image_size: tuple[int, int] | None = (64, 64)  # None keeps the source's size
+    image_format: str = "png"  # 'png' (lossless) or 'jpeg'
+    jpeg_quality: int = 95
+    shard_bytes: int = 64 << 20
+
+
+def source_kind(card: DataCard) -> str:
+    return {"gymnasium": "sim", "rlds": "rlds", "lerobot": "lerobot"}.get(card.header.source.type, card.header.source.type)
+
+
+# ----------------------------------------------------------------------------------------- one part
+def _finished(out: Path, card: str, part: int) -> list[dict]:
+    pat = re.compile(rf"^{re.escape(card)}-{part:04d}-\d{{5}}\.tar\.json$")
+    return [json.loads(p.read_text()) for p in sorted((out / PROGRESS).glob("*.tar.json")) if pat.match(p.name)]
+
+
+def _clean_part(out: Path, card: str, part: int, finished: list[dict]) -> None:
+    """Delete what a killed run of this part left: temporary files, and tars renamed without their sidecar."""
+    keep = {f["name"] for f in finished}
+    for p in list(out.glob(f"{card}-{part:04d}-*.tar*")) + list((out / PROGRESS).glob(f"{card}-{part:04d}-*.tmp")):
+        if p.name.endswith(".tmp") or p.name not in keep:
+            p.unlink()
+
+
+def write_part(spec: SourceSpec, out: Path, part: int, start: int, stop: int, settings: WriteSettings,
+               progress: Callable[[int], None] = lambda n: None) -> None:
+    """Write episodes [start, stop) of the source as shards of this part, after its last finished shard."""
+    card = spec.card()
+    finished = _finished(out, card.name, part)
+    _clean_part(out, card.name, part, finished)
+    resume = max((e for f in finished for e in f["episodes"]), default=start - 1) + 1
+    progress(resume - start)
+
+    def on_shard(info: ShardInfo, rows: np.ndarray) -> None:
+        summary, sample = shard_summary(card, rows, seed=info.episodes[0])
+        atomic_write_bytes(out / PROGRESS / (info.name + ".sample.npy"), npy_bytes(sample))
+        atomic_write_json(out / PROGRESS / (info.name + ".json"), {**info.to_json(), "summary": summary})
+
+    writer = ShardWriter(out, card.name, part, settings.shard_bytes, first_seq=len(finished), on_shard=on_shard)
+    for ep in spec.read(resume, stop):
+        writer.write(episode_to_sample(ep, card, settings.image_format, settings.image_size, settings.jpeg_quality),
+                     ep.native_actions(card))
+        progress(1)
+    writer.close()
+
+
+def _run_part(args) -> None:
+    spec, out, part, start, stop, settings, q = args
+    write_part(spec, out, part, start, stop, settings, progress=lambda n: n and q.put(n))
+
+
+# ----------------------------------------------------------------------------------------- the dataset
+def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settings: WriteSettings = WriteSettings(),
+                  overwrite: bool = False, progress: bool = True, log: Log = lambda _: None) -> ShardDataset:
+    """Write (or finish writing) the source's episodes as a shard dataset in `out`; returns it opened."""
+    out = Path(out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    card = spec.card()
+    n = spec.count()
+    if n == 0:
+        raise DataError(f"{spec.root or spec.card_path}: no episodes to write")
+    (out / PROGRESS).mkdir(parents=True, exist_ok=True)
+    plan = _plan(out, spec, card, n, settings, workers)
+    if (out / MANIFEST).is_file():
+        log(f"{out}: complete, nothing to do")
+        return open_dataset(out)
+    parts = plan["parts"]
+    bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
+    try:
+        if workers <= 1 or len(parts) == 1:
+            for p, (a, b) in enumerate(parts):
+                write_part(spec, out, p, a, b, settings, progress=bar.update)
+        else:
+            _run_parallel(spec, out, parts, settings, workers, bar)
+    finally:
+        bar.close()
+    ds = _finalize(out, spec, card, plan)
+    log(f"{out}: {ds.episodes} episodes in {len(ds.shards)} shards")
+    return ds
+
+
+def _plan(out: Path, spec: SourceSpec, card: DataCard, n: int, settings: WriteSettings, workers: int) -> dict:
+    """The split into parts is made once; a re-run with other settings is refused rather than mixed in."""
+    want = {"source": asdict(spec) | {"card_path": None}, "card_sha256": card.content_hash, "episodes": n,
+            "settings": json.loads(json.dumps(asdict(settings)))}
+    path = out / PROGRESS / "plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        for key, value in want.items():
+            if plan.get(key) != value:
+                raise DataError(f"{out}: {key}: this directory was written with {json.dumps(plan.get(key))[:120]}, "
+                                f"not {json.dumps(value)[:120]}; use another --out or --overwrite")
+        return plan
+    k = max(1, min(n, workers))
+    bounds = np.linspace(0, n, k + 1).round().astype(int)
+    plan = {**want, "parts": [[int(a), int(b)] for a, b in zip(bounds[:-1], bounds[1:])]}
+    atomic_write_json(path, plan)
+    return plan
+
+
+def _run_parallel(spec, out, parts, settings, workers, bar) -> None:
+    # spawn, not fork: TensorFlow and simulators hold threads and GL contexts that do not survive a fork
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        q = manager.Queue()
+        pending = {pool.submit(_run_part, (spec, out, p, a, b, settings, q)) for p, (a, b) in enumerate(parts)}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, bar)
+                for f in done:
+                    f.result()  # a worker's DataError stops the run here, with its message
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        _drain(q, bar)
+
+
+def _drain(q, bar) -> None:
+    while True:
+        try:
+            bar.update(q.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _finalize(out: Path, spec: SourceSpec, card: DataCard, plan: dict) -> ShardDataset:
+    infos = [json.loads(p.read_text()) for p in sorted((out / PROGRESS).glob("*.tar.json"))]
+    infos.sort(key=lambda i: (i["part"], i["name"]))
+    seen = [e for i in infos for e in i["episodes"]]
+    if len(seen) != plan["episodes"] or len(set(seen)) != len(seen):
+        raise DataError(f"{out}: shards hold {len(seen)} episodes ({len(set(seen))} distinct), expected {plan['episodes']}")
+    samples = [np.load(out / PROGRESS / (i["name"] + ".sample.npy"), allow_pickle=False) for i in infos]
+    stats = merge_stats(card, [i["summary"] for i in infos], samples)
+    card_text = card.text.rstrip("\n") + "\n\n" + dataset_section(card, infos, stats, plan)
+    atomic_write_bytes(out / f"{card.name}.md", card_text.encode())
+    atomic_write_json(out / "stats.json", stats)
+
+    manifest = {
+        "layout": LAYOUT_VERSION, "card": card.name, "embodiment": card.embodiment,
+        "source_card_sha256": card.content_hash, "card_md_sha256": parse_card(card_text).content_hash,
+        "source": {k: v for k, v in plan["source"].items() if v is not None}, "settings": plan["settings"],
+        "episodes": len(seen), "steps": int(sum(sum(i["lengths"]) for i in infos)),
+        "bytes": int(sum(i["bytes"] for i in infos)),
+        "shards": [{k: i[k] for k in ("name", "episodes", "lengths", "bytes", "sha256", "part")} for i in infos],
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return open_dataset(out)
+
+
+def dataset_section(card: DataCard, infos: list[dict], stats: dict, plan: dict) -> str:
+    """The Markdown appended to the dataset's card: size, the action mapping and the native statistics."""
+    steps = sum(sum(i["lengths"]) for i in infos)
+    size = sum(i["bytes"] for i in infos) / 2**20
+    lines = ["## This dataset (written by `uact data`)", "",
+             f"{plan['episodes']} episodes, {steps} steps, {len(infos)} shards, {size:.1f} MiB; "
+             f"frames {plan['settings']['image_format']}"
+             + (f" at {plan['settings']['image_size'][0]}x{plan['settings']['image_size'][1]}" if plan["settings"]["image_size"] else "")
+             + ".", "", "### Action mapping and statistics (native units)", "",
+             "| native dim | slot(s) | transform | mean | std | min | max | q01 | q99 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    nat = stats["native"]
+    labels = native_labels(card)
+    fmap = {}
+    for f in card.header.action:
+        size_f = int(np.prod(f.shape)) if f.shape else 1
+        for i in range(size_f):
+            fmap[len(fmap)] = (", ".join(f.slots) if f.transform.type in ("table", "rpy_to_rotvec") else f.slots[i], f.transform.type)
+    for d, label in enumerate(labels):
+        slots, tf = fmap[d]
+        lines.append(f"| `{label}` | {slots} | {tf} | " + " | ".join(f"{nat[k][d]:.4g}" for k in ("mean", "std", "min", "max", "q01", "q99")) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""A written shard dataset: its manifest, its card, and its episodes read back.
+
+The manifest is the loader's index: shard names, the episodes in each and their lengths, so an epoch can be
+planned (and resumed) without opening a tar. Shard URLs default to the files beside the manifest; a brace
+pattern or a `pipe:` URL list can stand in for them, matched to the manifest's shards by file name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unified_action.cards import DataCard, parse_card
+from unified_action.data.episode import Episode
+from unified_action.data.shards import LAYOUT_VERSION, iter_samples, sample_actions, sample_to_episode
+from unified_action.errors import CardError, DataError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    name: str
+    url: str
+    episodes: tuple[int, ...]
+    lengths: tuple[int, ...]
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShardDataset:
+    root: Path
+    manifest: dict
+    card: DataCard
+    shards: tuple[ShardEntry, ...]
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def episodes(self) -> int:
+        return sum(len(s.episodes) for s in self.shards)
+
+    def stats(self) -> dict | None:
+        p = self.root / "stats.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def iter_episodes(self, allow_pipe: bool = False) -> Iterator[Episode]:
+        for s in self.shards:
+            for sample in iter_samples(s.url, allow_pipe):
+                yield sample_to_episode(sample, self.card, f"{s.url}: {sample['__key__']}")
+
+    def iter_actions(self, allow_pipe: bool = False) -> Iterator[np.ndarray]:
+        """Native actions [T, native_dim] per episode; frames are skipped without being decoded."""
+        keep = ("meta.json", "action.npy", "reward.npy", "discount.npy", "flags.npy")
+        for s in self.shards:
+            for sample in iter_samples(s.url, allow_pipe, select=lambda f: f.split(".", 1)[-1] in keep):
+                yield sample_actions(sample, self.card, f"{s.url}: {sample['__key__']}")
+
+
+def is_shard_dataset(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / MANIFEST).is_file() or (p.name == MANIFEST and p.is_file())
+
+
+def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> ShardDataset:
+    """A dataset directory (or its manifest.json), with optional shard URLs replacing the local files."""
+    p = Path(path)
+    mpath = p if p.name == MANIFEST else p / MANIFEST
+    if not mpath.is_file():
+        raise DataError(f"{mpath}: no manifest; expected a dataset directory written by `uact data convert/record`")
+    try:
+        manifest = json.loads(mpath.read_text())
+        shards_json = manifest["shards"]
+        layout = int(manifest["layout"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{mpath}: not a valid manifest ({type(e).__name__}: {e})") from None
+    if layout != LAYOUT_VERSION:
+        raise DataError(f"{mpath}: layout: {layout}, this version reads layout {LAYOUT_VERSION}")
+    root = mpath.parent
+    card_path = root / f"{manifest.get('card')}.md"
+    try:
+        card = parse_card(card_path.read_text(), str(card_path))
+    except OSError:
+        raise DataError(f"{card_path}: missing; a dataset carries its card beside the manifest") from None
+    except CardError as e:
+        raise DataError(str(e)) from None
+    if card.content_hash != manifest.get("card_md_sha256"):
+        raise DataError(f"{card_path}: card_md_sha256: the card was edited after the shards were written "
+                        f"(manifest has {str(manifest.get('card_md_sha256'))[:12]}, card is {card.content_hash[:12]})")
+    urls = {s["name"]: str(root / s["name"]) for s in shards_json}
+    if shard_urls is not None:
+        urls = _match_urls(mpath, [s["name"] for s in shards_json], shard_urls)
+    entries = tuple(ShardEntry(s["name"], urls[s["name"]], tuple(s["episodes"]), tuple(s["lengths"]), int(s["bytes"]),
+                               s["sha256"]) for s in shards_json if s["name"] in urls)
+    return ShardDataset(root, manifest, card, entries)
+
+
+def _match_urls(mpath: Path, names: list[str], urls: list[str]) -> dict[str, str]:
+    """Map shard file names to the given URLs ('.../pong-0000-00001.tar', 'pipe:curl -s http://x/pong-0000-00001.tar')."""
+    out = {}
+    for url in urls:
+        tail = url.rstrip(" -|").rsplit("/", 1)[-1].rsplit(" ", 1)[-1]
+        if tail not in names:
+            raise DataError(f"{url}: matches no shard of {mpath} (expected one of {names[:3]}...)")
+        out[tail] = url
+    return out
+
+
+def expand_urls(pattern: str) -> list[str]:
+    """Brace patterns as webdataset writes them: 'd/pong-0000-{00000..00009}.tar', several joined with '::'."""
+    from braceexpand import braceexpand
+
+    return [u for part in pattern.split("::") for u in braceexpand(part)]

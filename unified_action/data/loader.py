@@ -1,0 +1,364 @@
+"""The training loader: clips from a weighted mixture of shard datasets, deterministic and resumable.
+
+A clip is `context_frames + future_frames` frames of one camera, `frame_stride` steps apart, and for every
+frame the action chunk that starts at it (the embodiment tokenizer's `chunk_length` steps) as tokens from
+the shared vocabulary, with their mask, slot ids and time steps; plus the embodiment token, the control
+frequency and the instruction.
+
+Determinism and exact resume, without a shuffle buffer to save:
+- Each dataset's epoch is a plan computed from its manifest alone: shards in a seeded random order, and
+  the clips of each shard in a seeded random order. The plan is cut into equal contiguous ranges, one
+  per stream (rank x worker); the remainder (< streams clips) waits for the next epoch's shuffle.
+- A stream draws its next clip's dataset from the mixture weights with an RNG keyed by (seed, stream,
+  batch index), then takes that dataset's next clip in its range, reading only the shards it overlaps.
+- The state of a stream is a few integers per dataset (plan epoch, position) plus its batch counter.
+  Each batch carries its stream's state; the loader keeps the last one seen per stream, so
+  `state_dict()` describes exactly what the training loop consumed, prefetching notwithstanding.
+- Every stream yields the same number of clips per epoch, so every rank gets the same number of batches
+  and collective training never waits on a rank that ran out.
+
+Broken input (a truncated, empty or non-tar shard; a sample missing a key; a wrong dtype or shape; an
+action outside the card's range): strict mode raises DataError naming the shard and the key; lenient
+mode skips the broken clips, counts them, warns once per shard, and fills the epoch from the clips that
+follow, so counts per rank stay equal.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset
+from unified_action.data.shards import iter_samples, resize_frames, sample_actions, sample_frames, sample_meta
+from unified_action.errors import DataError
+from unified_action.tokenization import Registry
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MixtureEntry:
+    path: str  # dataset directory (or its manifest.json)
+    weight: float = 1.0
+    shards: str | None = None  # brace pattern / '::'-joined URLs replacing the local shard files
+    camera: str | None = None  # default: the card's first camera
+    frame_stride: int = 1  # environment steps between consecutive frames of a clip
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    datasets: tuple[MixtureEntry, ...]
+    registry: str | None = None  # tokenizers; default $UACT_TOKENIZERS or ./tokenizers
+    context_frames: int = 2
+    future_frames: int = 6
+    image_size: tuple[int, int] = (64, 64)
+    clip_stride: int | None = None  # steps between clip starts in an episode; default half a clip's span
+    batch_size: int = 8
+    seed: int = 0
+    strict: bool = True
+    allow_pipe: bool = False
+    epoch_clips: int | None = None  # clips per stream per epoch; default one pass over every dataset's range
+    max_action_tokens: int | None = None  # default: the longest padded length among the mixture's tokenizers
+
+    @property
+    def frames(self) -> int:
+        return self.context_frames + self.future_frames
+
+
+# ----------------------------------------------------------------------------------------- planning
+class DatasetPlan:
+    """One dataset's clips and its per-epoch order, computed from the manifest."""
+
+    def __init__(self, index: int, entry: MixtureEntry, cfg: LoaderConfig, registry: Registry, n_streams: int):
+        self.index, self.entry, self.cfg = index, entry, cfg
+        self.ds: ShardDataset = open_dataset(entry.path, expand_urls(entry.shards) if entry.shards else None)
+        card = self.ds.card
+        if card.name not in registry.names():
+            raise DataError(f"{self.ds.root}: tokenizer '{card.name}' is not registered in {registry.root}; "
+                            f"run `uact tokenizer register {self.ds.root / (card.name + '.md')} --data {self.ds.root}`")
+        self.tok = registry.load(card.name)
+        if self.tok.card is not None and self.tok.card.header.action != card.header.action:
+            raise DataError(f"{self.ds.root}: tokenizer '{card.name}' was fitted on a card with another action mapping; "
+                            f"register it again from {self.ds.root / (card.name + '.md')}")
+        cams = [c.name for c in card.header.cameras]
+        self.camera = entry.camera or (cams[0] if cams else None)
+        if self.camera not in cams:
+            raise DataError(f"{self.ds.root}: camera '{self.camera}' is not in the card (cameras: {cams})")
+        L = self.tok.spec.chunk_length
+        self.span = (cfg.frames - 1) * entry.frame_stride + L  # steps a clip covers, its last action chunk included
+        stride = cfg.clip_stride or max(1, self.span // 2)
+        # per shard: (episode position in shard, start step) of every clip
+        self.items = [[(e, s) for e, T in enumerate(sh.lengths) for s in range(0, T - self.span + 1, stride)]
+                      for sh in self.ds.shards]
+        self.total = sum(map(len, self.items))
+        self.per_stream = self.total // n_streams
+        if self.per_stream == 0:
+            raise DataError(f"{self.ds.root}: {self.total} clips of {self.span} steps, fewer than the {n_streams} "
+                            f"streams (ranks x workers); record longer or more episodes, or lower the clip length")
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, self.index, *key])
+
+    def shard_order(self, epoch: int) -> np.ndarray:
+        return self._rng(epoch).permutation(len(self.items))
+
+    def item_order(self, epoch: int, shard: int) -> np.ndarray:
+        return self._rng(epoch, shard, 1).permutation(len(self.items[shard]))
+
+    def range_of(self, stream: int) -> tuple[int, int]:
+        return stream * self.per_stream, (stream + 1) * self.per_stream
+
+
+# ----------------------------------------------------------------------------------------- one stream
+@dataclass
+class StreamState:
+    batches: int = 0  # batches this stream has produced since the start (keys the mixture RNG)
+    epoch_clips: int = 0  # clips produced in the current loader epoch
+    positions: dict = field(default_factory=dict)  # dataset index -> [plan epoch, position in the stream's range]
+    skipped: dict = field(default_factory=lambda: {"clips": 0, "samples": 0, "shards": 0})
+
+    def to_json(self) -> dict:
+        return {"batches": self.batches, "epoch_clips": self.epoch_clips,
+                "positions": {str(k): list(v) for k, v in self.positions.items()}, "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> StreamState:
+        return cls(int(d["batches"]), int(d["epoch_clips"]), {int(k): list(v) for k, v in d["positions"].items()},
+                   dict(d["skipped"]))
+
+
+class Stream:
+    """Clips of one stream (a rank's worker), in batches, from its state on."""
+
+    def __init__(self, plans: list[DatasetPlan], cfg: LoaderConfig, stream: int, state: StreamState, epoch_len: int,
+                 max_tokens: int):
+        self.plans, self.cfg, self.stream, self.state = plans, cfg, stream, state
+        self.epoch_len, self.max_tokens = epoch_len, max_tokens
+        self.weights = np.asarray([p.entry.weight for p in plans], dtype=np.float64)
+        self.weights /= self.weights.sum()
+        self._iters = {}
+        self._warned: set[str] = set()
+
+    def batches(self):
+        """Yield (batch dict, state JSON after it) until this stream's epoch is complete."""
+        while self.state.epoch_clips < self.epoch_len:
+            n = min(self.cfg.batch_size, self.epoch_len - self.state.epoch_clips)
+            rng = np.random.default_rng([self.cfg.seed, self.stream, self.state.batches, 7])
+            choice = rng.choice(len(self.plans), size=n, p=self.weights)
+            clips = [self._next_clip(int(d)) for d in choice]
+            self.state.batches += 1
+            self.state.epoch_clips += n
+            yield collate(clips), self.state.to_json()
+
+    # -- per dataset
+    def _next_clip(self, d: int) -> dict:
+        if d not in self._iters:
+            self._iters[d] = self._clips(d)
+        return next(self._iters[d])
+
+    def _clips(self, d: int):
+        """Endless clips of dataset d from this stream's range, epoch after epoch, from the saved position on."""
+        plan = self.plans[d]
+        lo, hi = plan.range_of(self.stream)
+        pos = self.state.positions.setdefault(d, [0, 0])
+        while True:
+            epoch = pos[0]
+            sizes = np.asarray([len(plan.items[k]) for k in plan.shard_order(epoch)])
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            for j, k in enumerate(plan.shard_order(epoch)):
+                a, b = max(lo + pos[1], starts[j]), min(hi, starts[j + 1])
+                if a >= b:
+                    continue
+                order = plan.item_order(epoch, int(k))[a - starts[j]:b - starts[j]]
+                samples = self._read_shard(plan, int(k), {plan.items[k][i][0] for i in order})
+                for i in order:
+                    pos[1] += 1  # advanced before yielding: the state saved with a batch points past its clips
+                    clip = self._make_clip(plan, int(k), samples, *plan.items[k][i])
+                    if clip is not None:
+                        yield clip
+            pos[0], pos[1] = epoch + 1, 0
+
+    def _broken(self, err: DataError, url: str, what: str) -> None:
+        if self.cfg.strict:
+            raise err
+        self.state.skipped[what] += 1
+        if url not in self._warned:  # once per shard: a broken shard must not flood the log
+            self._warned.add(url)
+            warnings.warn(f"lenient mode, skipping: {err}", stacklevel=2)
+
+    def _read_shard(self, plan: DatasetPlan, k: int, wanted: set[int]) -> dict[int, dict | DataError]:
+        """The wanted samples of shard k (by position), each a sample dict or the DataError that makes it unusable."""
+        shard = plan.ds.shards[k]
+        keys = {f"{shard.episodes[e]:08d}": e for e in wanted}
+        out: dict[int, dict | DataError] = {}
+        try:
+            for s in iter_samples(shard.url, self.cfg.allow_pipe, select=lambda f: f.split(".", 1)[0] in keys):
+                where = f"{shard.url}: {s['__key__']}"
+                e = keys.get(s["__key__"])
+                if e is None:
+                    continue
+                try:
+                    meta = sample_meta(s, where)
+                    if int(meta["length"]) != shard.lengths[e]:
+                        raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
+                    s["actions"] = sample_actions(s, plan.ds.card, where)
+                    s["meta"] = meta
+                    out[e] = s
+                except DataError as err:
+                    self._broken(err, shard.url, "samples")
+                    out[e] = err
+        except DataError as err:
+            self._broken(err, shard.url, "shards")
+        for e, key in ((e, k_) for k_, e in keys.items()):
+            if e not in out:
+                err = DataError(f"{shard.url}: {key}: sample is missing from the shard")
+                self._broken(err, shard.url, "samples")
+                out[e] = err
+        return out
+
+    def _make_clip(self, plan: DatasetPlan, k: int, samples: dict, e: int, start: int) -> dict | None:
+        s = samples[e]
+        if isinstance(s, DataError):
+            self.state.skipped["clips"] += 1
+            return None
+        cfg, stride, L = self.cfg, plan.entry.frame_stride, plan.tok.spec.chunk_length
+        steps = start + np.arange(cfg.frames) * stride
+        where = f"{plan.ds.shards[k].url}: {s['__key__']}"
+        try:
+            frames = resize_frames(sample_frames(s, plan.camera, steps, where), cfg.image_size)
+        except DataError as err:  # a missing or broken frame costs only the clips that show it
+            self._broken(err, plan.ds.shards[k].url, "samples")
+            self.state.skipped["clips"] += 1
+            return None
+        windows = np.stack([s["actions"][t:t + L] for t in steps])  # [F, L, native_dim]
+        tb = plan.tok.encode_native(windows, self.max_tokens)
+        return {
+            "frames": frames,
+            "action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots.astype(np.int32),
+            "action_steps": tb.steps.astype(np.int32), "action_overflow": tb.overflow,
+            "embodiment": plan.tok.spec.embodiment_token, "dataset": plan.index,
+            "control_hz": np.float32(plan.ds.card.header.control_frequency_hz), "frame_stride": stride,
+            "instruction": s["meta"].get("instruction", ""),
+            "key": f"{plan.ds.name}/{plan.ds.shards[k].episodes[e]}@{int(start)}",
+        }
+
+
+def collate(clips: list[dict]) -> dict:
+    out = {}
+    for k in clips[0]:
+        vals = [c[k] for c in clips]
+        out[k] = vals if isinstance(vals[0], str) else np.stack([np.asarray(v) for v in vals])
+    return out
+
+
+# ----------------------------------------------------------------------------------------- the loader
+def _dist_rank_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:
+        pass
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class ClipLoader:
+    """Iterate batches of one epoch per `iter()`; `state_dict()` / `load_state_dict()` resume mid-epoch exactly.
+
+    With `num_workers > 0` the batches come from torch DataLoader workers, one stream each, taken in turn."""
+
+    def __init__(self, cfg: LoaderConfig, rank: int | None = None, world_size: int | None = None, num_workers: int = 0):
+        if rank is None or world_size is None:
+            rank, world_size = _dist_rank_world()
+        self.cfg, self.rank, self.world, self.num_workers = cfg, rank, world_size, num_workers
+        self.local_streams = max(1, num_workers)
+        n_streams = world_size * self.local_streams
+        registry = Registry(cfg.registry)
+        if not cfg.datasets:
+            raise DataError("loader: datasets: expected at least one dataset")
+        self.plans = [DatasetPlan(i, e, cfg, registry, n_streams) for i, e in enumerate(cfg.datasets)]
+        self.max_tokens = cfg.max_action_tokens or max(p.tok.spec.max_tokens for p in self.plans)
+        self.epoch_len = cfg.epoch_clips or sum(p.per_stream for p in self.plans)
+        self.batches_per_epoch = -(-self.epoch_len // cfg.batch_size) * self.local_streams
+        self.epoch = 0
+        self.consumed = 0  # batches consumed in this epoch
+        self.states = {s: StreamState() for s in range(self.local_streams)}
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    @property
+    def skipped(self) -> dict:
+        out = {"clips": 0, "samples": 0, "shards": 0}
+        for st in self.states.values():
+            for k, v in st.skipped.items():
+                out[k] += v
+        return out
+
+    def _stream(self, local: int) -> Stream:
+        import copy
+
+        return Stream(self.plans, self.cfg, self.rank * self.local_streams + local, copy.deepcopy(self.states[local]),
+                      self.epoch_len, self.max_tokens)
+
+    def __iter__(self):
+        if self.consumed >= self.batches_per_epoch:
+            self._next_epoch()
+        rot = self.consumed % self.local_streams  # the stream due next comes from worker 0
+        # DataLoader takes workers' batches in turn; with no workers it runs the one stream in this process.
+        source = DataLoader(_WorkerStreams(self, rot), batch_size=None, num_workers=self.num_workers)
+        for local, batch, state in source:
+            local = int(local)
+            self.states[local] = StreamState.from_json(state)
+            self.consumed += 1
+            yield batch
+        if self.consumed >= self.batches_per_epoch:
+            self._next_epoch()
+
+    def _next_epoch(self) -> None:
+        self.epoch += 1
+        self.consumed = 0
+        for st in self.states.values():
+            st.epoch_clips = 0
+
+    # -- resume
+    def _fingerprint(self) -> dict:
+        return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.entry.frame_stride, p.total]
+                             for p in self.plans],
+                "frames": self.cfg.frames, "clip_stride": self.cfg.clip_stride, "batch_size": self.cfg.batch_size,
+                "seed": self.cfg.seed, "epoch_len": self.epoch_len}
+
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "rank": self.rank, "world_size": self.world, "streams": self.local_streams,
+                "epoch": self.epoch, "consumed": self.consumed, "config": self._fingerprint(),
+                "states": {str(k): v.to_json() for k, v in self.states.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        want = {"version": STATE_VERSION, "rank": self.rank, "world_size": self.world, "streams": self.local_streams,
+                "config": self._fingerprint()}
+        for k, v in want.items():
+            if sd.get(k) != v:
+                raise DataError(f"loader state: {k}: saved {str(sd.get(k))[:200]}, this loader has {str(v)[:200]}; "
+                                f"resume with the same datasets, batch size, seed, ranks and workers")
+        self.epoch, self.consumed = int(sd["epoch"]), int(sd["consumed"])
+        self.states = {int(k): StreamState.from_json(v) for k, v in sd["states"].items()}
+
+
+class _WorkerStreams(IterableDataset):
+    """Run by each DataLoader worker: worker w serves local stream (w + rot) % W."""
+
+    def __init__(self, loader: ClipLoader, rot: int):
+        self.loader, self.rot = loader, rot
+
+    def __iter__(self):
+        info = get_worker_info()
+        local = ((info.id if info is not None else 0) + self.rot) % self.loader.local_streams
+        for batch, state in self.loader._stream(local).batches():
+            yield local, batch, state
