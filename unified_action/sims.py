@@ -104,6 +104,10 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
     try:
         for i in indices:
+            # Reset twice: wrappers that draw something before passing the seed on (Meta-World's MT1 picks its
+            # task from the RNG as the previous episode left it) draw from a seeded RNG the second time, so an
+            # episode does not depend on which episodes this process recorded before it.
+            env.reset(seed=seed + i)
             obs, _ = env.reset(seed=seed + i)
             policy = policy_for_space(env.action_space, seed + i, style)
             frames = {c.name: [] for c in card.header.cameras}
