@@ -357,6 +357,8 @@ def _decode_images(table, cam: _Camera, path: Path, root: Path) -> np.ndarray:
             src = io.BytesIO(data) if data else (root / rel if rel else None)
             if src is None:
                 raise ValueError("neither bytes nor path")
+            if not data and not Path(src).resolve().is_relative_to(root.resolve()):
+                raise ValueError(f"path '{rel}' points outside the dataset")  # a data file never reads elsewhere
             with Image.open(src) as im:
                 img = np.asarray(im.convert("RGB"))
         except (OSError, ValueError) as e:

@@ -24,7 +24,6 @@ tensorflow-datasets are imported only when a function here runs.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import re
@@ -39,6 +38,7 @@ import numpy as np
 from unified_action.cards import DataCard
 from unified_action.cards.schema import Camera, ObservationField, RLDSSource
 from unified_action.data.episode import Episode
+from unified_action.data.shards import encode_image
 from unified_action.errors import DataError
 
 _STEP_CHUNK = 1024  # steps batched per read of a TFRecord episode (batching all at once preallocates huge buffers)
@@ -265,12 +265,8 @@ def _put(tree: dict, path: str, value: Any, what: str) -> None:
 
 
 def _png(frame: np.ndarray) -> bytes:
-    # Encoded here (PIL, lossless) so tfds stores the bytes as given: no TensorFlow encode, frames round-trip exactly.
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    # Encoded here (lossless) so tfds stores the bytes as given: no TensorFlow encode, frames round-trip exactly.
+    return encode_image(frame, "png")
 
 
 def _instruction_paths(card: DataCard) -> tuple[list[str], str | None]:
