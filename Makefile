@@ -32,12 +32,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: setup
 	$(BIN)/uact demo
 
+# TensorFlow and a MuJoCo EGL context (Mesa's LLVM) crash a process that holds both, so the tests that load
+# TensorFlow run in a second pytest process; the library itself keeps simulators in worker processes.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not tensorflow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m tensorflow $(PYTEST_ARGS)
 
 test-quick: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not tensorflow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "tensorflow and not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -4,11 +4,13 @@ resume, statistics, and registering a tokenizer from shards."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -23,6 +25,17 @@ from unified_action.sims import record_episodes
 from unified_action.tokenization import Registry
 
 UACT = os.path.join(os.path.dirname(sys.executable), "uact")  # the console command of this environment
+
+
+def _record(card: str, episodes: int, steps: int, seed: int) -> list:
+    return list(record_episodes(load_card(CARDS / f"{card}.md"), range(episodes), steps, seed))
+
+
+def record_elsewhere(card: str, episodes: int, steps: int, seed: int) -> list:
+    """Record in a spawned process, as `uact data record` does: a MuJoCo GL context and TensorFlow (the RLDS
+    tests) must never meet in one process, they crash it."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_record, card, episodes, steps, seed).result()
 
 
 def assert_same_episode(a, b) -> None:
@@ -44,7 +57,7 @@ def assert_same_episode(a, b) -> None:
                                         pytest.param("highway_fast", 6, marks=pytest.mark.slow)])
 def test_record_reads_back_exactly(tmp_path, card, steps):
     c = load_card(CARDS / f"{card}.md")
-    truth = list(record_episodes(c, range(2), steps, seed=5))
+    truth = record_elsewhere(card, 2, steps, seed=5)
     ds = record(tmp_path / card, card, episodes=2, steps=steps, seed=5, size=None)
     back = list(ds.iter_episodes())
     assert len(back) == 2
@@ -151,6 +164,7 @@ def test_lerobot_convert_reads_back_exactly(tmp_path):
         assert e.instruction == src["task"]
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("schema", ["rt1", "bridge"])
 @pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
 def test_openx_rlds_convert_reads_back_exactly(tmp_path, schema, file_format):
@@ -173,6 +187,7 @@ def test_openx_rlds_convert_reads_back_exactly(tmp_path, schema, file_format):
     assert len(back[0].frames) == (1 if schema == "rt1" else 4)
 
 
+@pytest.mark.tensorflow
 def test_record_with_rlds_output_reads_back(tmp_path):
     from unified_action.data import rlds
 

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # noqa: E402  (installed by the rlds extra: a missing one must fail, not skip)
+import tree  # noqa: E402
 from support import CARDS
 
 from data.openx import BRIDGE_INSTRUCTIONS, RT1_INSTRUCTIONS, build_bridge_like, build_rt1_like
@@ -15,8 +17,7 @@ from unified_action.data.episode import Episode
 from unified_action.data.rlds import builder_dir, count_episodes, read_episodes, step_path_of_camera, write_rlds
 from unified_action.errors import DataError
 
-tfds = pytest.importorskip("tensorflow_datasets")
-tree = pytest.importorskip("tree")
+pytestmark = pytest.mark.tensorflow  # run in their own process by `make test` (Makefile)
 
 FORMATS = ["tfrecord", "array_record"]
 SCHEMAS = {"rt1": (build_rt1_like, "fractal20220817_data"), "bridge": (build_bridge_like, "bridge_dataset")}

@@ -165,11 +165,13 @@ def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settin
     parts = plan["parts"]
     bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
     try:
-        if workers <= 1 or len(parts) == 1:
+        # Simulators always run in worker processes: a MuJoCo GL context (Mesa's LLVM) and TensorFlow in one
+        # process crash it, and the caller may go on to write an RLDS build.
+        if (workers <= 1 or len(parts) == 1) and spec.kind != "sim":
             for p, (a, b) in enumerate(parts):
                 write_part(spec, out, p, a, b, settings, progress=bar.update)
         else:
-            _run_parallel(spec, out, parts, settings, workers, bar)
+            _run_parallel(spec, out, parts, settings, max(1, workers), bar)
     finally:
         bar.close()
     ds = _finalize(out, spec, card, plan)
