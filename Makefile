@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	$(BIN)/python benchmarks/tokenizers.py
+	$(BIN)/python benchmarks/tokenizers.py && $(BIN)/python benchmarks/data.py
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis

@@ -83,7 +83,11 @@ def test_parallel_parts_write_the_same_episodes(tmp_path):
     assert len({sh["part"] for sh in two.manifest["shards"]}) == 2
     for a, b in zip(one.iter_episodes(), two.iter_episodes()):
         assert_same_episode(a, b)
-    assert json.loads((one.root / "stats.json").read_text()) == json.loads((two.root / "stats.json").read_text())
+    a, b = (json.loads((d.root / "stats.json").read_text()) for d in (one, two))
+    for space in ("native", "unified"):  # equal up to the rounding of merging moments in another grouping
+        assert a[space]["slots"] == b[space]["slots"] and a[space]["count"] == b[space]["count"]
+        for k in ("mean", "std", "min", "max", "q01", "q99"):
+            np.testing.assert_allclose(a[space][k], b[space][k], rtol=1e-12, atol=1e-12)
 
 
 def test_statistics_match_numpy_over_all_steps(shard_data):

@@ -33,7 +33,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset
-from unified_action.data.shards import iter_samples, resize_frames, sample_actions, sample_frames, sample_meta
+from unified_action.data.shards import check_complete, iter_samples, resize_frames, sample_actions, sample_frames, sample_meta
 from unified_action.errors import DataError
 from unified_action.tokenization import Registry
 
@@ -203,6 +203,7 @@ class Stream:
                     continue
                 try:
                     meta = sample_meta(s, where)
+                    check_complete(s, meta, where)
                     if int(meta["length"]) != shard.lengths[e]:
                         raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
                     s["actions"] = sample_actions(s, plan.ds.card, where)
@@ -230,7 +231,7 @@ class Stream:
         where = f"{plan.ds.shards[k].url}: {s['__key__']}"
         try:
             frames = resize_frames(sample_frames(s, plan.camera, steps, where), cfg.image_size)
-        except DataError as err:  # a missing or broken frame costs only the clips that show it
+        except DataError as err:  # an undecodable frame costs only the clips that show it
             self._broken(err, plan.ds.shards[k].url, "samples")
             self.state.skipped["clips"] += 1
             return None
