@@ -98,9 +98,9 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
             raise DataError(f"{card.name}: cameras.{c.name}.key: '{c.key}', expected 'render', 'observation' or 'observation/...'")
     env = make_env(card, render_mode="rgb_array" if renders else None)
     _cheap_mujoco_rendering(env)
-    [field] = card.header.action if len(card.header.action) == 1 else [None]
-    if field is None:
+    if len(card.header.action) != 1:
         raise DataError(f"{card.name}: action: a simulator card has one action field, found {len(card.header.action)}")
+    field = card.header.action[0]
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
     try:
         for i in indices:

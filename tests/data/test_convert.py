@@ -90,6 +90,15 @@ def test_parallel_parts_write_the_same_episodes(tmp_path):
             np.testing.assert_allclose(a[space][k], b[space][k], rtol=1e-12, atol=1e-12)
 
 
+def test_shards_reconvert_in_parts_to_the_same_episodes(shard_data, tmp_path):
+    src = shard_data["carracing"]  # 6 episodes over 3 shards; 2 parts each read only the shards they need
+    again = write_dataset(SourceSpec(str(src.root), "shards", root=str(src.root)), tmp_path / "again", workers=2,
+                          settings=WriteSettings(image_size=None), progress=False)
+    assert again.episodes == src.episodes == 6 and list(src.iter_episodes(2, 4))[0].index == 2
+    for a, b in zip(src.iter_episodes(), again.iter_episodes()):
+        assert_same_episode(a, b)
+
+
 def test_statistics_match_numpy_over_all_steps(shard_data):
     ds = shard_data["carracing"]
     x = np.concatenate(list(ds.iter_actions()))

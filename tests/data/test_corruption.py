@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def broken(shard_data, tmp_path, request):
     lost = set(shard.episodes) if whole_shard else {shard.episodes[-1]}
 
     def make(strict: bool) -> LoaderConfig:
-        return LoaderConfig(**{**config(shard_data).__dict__, "datasets": (MixtureEntry(str(dst)),), "strict": strict})
+        return replace(config(shard_data), datasets=(MixtureEntry(str(dst)),), strict=strict)
 
     return make, shard.name, lost, request.param
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -139,11 +141,11 @@ def test_shard_urls_brace_pattern_and_pipe_opt_in(shard_data):
     assert len(parts) == 1
     pattern = f"{ds.root}/{parts[0]}-{{00000..{len(names) - 1:05d}}}.tar"
     base = keys(run(ClipLoader(config(shard_data), rank=0, world_size=1)))
-    braced = LoaderConfig(**{**config(shard_data).__dict__, "datasets": (MixtureEntry(str(ds.root), shards=pattern),)})
+    braced = replace(config(shard_data), datasets=(MixtureEntry(str(ds.root), shards=pattern),))
     assert keys(run(ClipLoader(braced, rank=0, world_size=1))) == base
     piped = "::".join(f"pipe:cat {ds.root}/{n}" for n in names)
-    refused = LoaderConfig(**{**braced.__dict__, "datasets": (MixtureEntry(str(ds.root), shards=piped),)})
+    refused = replace(braced, datasets=(MixtureEntry(str(ds.root), shards=piped),))
     with pytest.raises(DataError, match="allow-pipe"):
         run(ClipLoader(refused, rank=0, world_size=1))
-    allowed = LoaderConfig(**{**refused.__dict__, "allow_pipe": True})
+    allowed = replace(refused, allow_pipe=True)
     assert keys(run(ClipLoader(allowed, rank=0, world_size=1))) == base

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unified_action.cards import DataCard, load_card, parse_card
+from unified_action.cards.mapping import field_size
 from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
 from unified_action.data.episode import Episode
 from unified_action.data.shards import (
@@ -77,8 +78,7 @@ class SourceSpec:
             return _rlds().read_episodes(card, self.root, start, stop)
         if self.kind == "lerobot":
             return _lerobot().read_episodes(card, self.root, start, stop)
-        eps = open_dataset(self.root).iter_episodes()
-        return (e for i, e in enumerate(eps) if start <= i < stop)
+        return open_dataset(self.root).iter_episodes(start, stop)
 
 
 def _rlds():
@@ -263,8 +263,7 @@ def dataset_section(card: DataCard, infos: list[dict], stats: dict, plan: dict) 
     labels = native_labels(card)
     fmap = {}
     for f in card.header.action:
-        size_f = int(np.prod(f.shape)) if f.shape else 1
-        for i in range(size_f):
+        for i in range(field_size(f)):
             fmap[len(fmap)] = (", ".join(f.slots) if f.transform.type in ("table", "rpy_to_rotvec") else f.slots[i], f.transform.type)
     for d, label in enumerate(labels):
         slots, tf = fmap[d]

@@ -51,10 +51,17 @@ class ShardDataset:
         p = self.root / "stats.json"
         return json.loads(p.read_text()) if p.is_file() else None
 
-    def iter_episodes(self, allow_pipe: bool = False) -> Iterator[Episode]:
+    def iter_episodes(self, start: int = 0, stop: int | None = None, allow_pipe: bool = False) -> Iterator[Episode]:
+        """Episodes [start, stop) in manifest order; shards wholly outside the range are not opened."""
+        first = 0
         for s in self.shards:
-            for sample in iter_samples(s.url, allow_pipe):
-                yield sample_to_episode(sample, self.card, f"{s.url}: {sample['__key__']}")
+            end = first + len(s.episodes)
+            lo, hi = max(start, first), end if stop is None else min(stop, end)
+            if lo < hi:
+                for j, sample in enumerate(iter_samples(s.url, allow_pipe)):
+                    if lo <= first + j < hi:
+                        yield sample_to_episode(sample, self.card, f"{s.url}: {sample['__key__']}")
+            first = end
 
     def iter_actions(self, allow_pipe: bool = False) -> Iterator[np.ndarray]:
         """Native actions [T, native_dim] per episode; frames are skipped without being decoded."""

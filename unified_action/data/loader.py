@@ -25,6 +25,8 @@ follow, so counts per rank stay equal.
 
 from __future__ import annotations
 
+import copy
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +169,9 @@ class Stream:
         pos = self.state.positions.setdefault(d, [0, 0])
         while True:
             epoch = pos[0]
-            sizes = np.asarray([len(plan.items[k]) for k in plan.shard_order(epoch)])
-            starts = np.concatenate([[0], np.cumsum(sizes)])
-            for j, k in enumerate(plan.shard_order(epoch)):
+            order = plan.shard_order(epoch)
+            starts = np.concatenate([[0], np.cumsum([len(plan.items[k]) for k in order])])
+            for j, k in enumerate(order):
                 a, b = max(lo + pos[1], starts[j]), min(hi, starts[j + 1])
                 if a >= b:
                     continue
@@ -265,8 +267,6 @@ def _dist_rank_world() -> tuple[int, int]:
             return dist.get_rank(), dist.get_world_size()
     except ImportError:
         pass
-    import os
-
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
@@ -304,8 +304,6 @@ class ClipLoader:
         return out
 
     def _stream(self, local: int) -> Stream:
-        import copy
-
         return Stream(self.plans, self.cfg, self.rank * self.local_streams + local, copy.deepcopy(self.states[local]),
                       self.epoch_len, self.max_tokens)
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from unified_action.cards import DataCard
+from unified_action.cards.mapping import field_size
 from unified_action.data.episode import Episode
 from unified_action.errors import DataError
 
@@ -203,23 +204,23 @@ def sample_frames(sample: dict, camera: str, steps, where: str) -> np.ndarray:
     return np.stack(out)
 
 
+def _unflatten(flat: np.ndarray, fields) -> dict[str, np.ndarray]:
+    """[T, sum of field sizes] -> {field path: [T, *field.shape]}, the inverse of flattening in card order."""
+    out, i = {}, 0
+    for f in fields:
+        n = field_size(f)
+        out[f.path] = flat[:, i:i + n].reshape((len(flat), *f.shape))
+        i += n
+    return out
+
+
 def sample_to_episode(sample: dict, card: DataCard, where: str) -> Episode:
     """A whole sample back to an Episode (every frame decoded): for exports and exact read-back checks."""
     meta = sample_meta(sample, where)
     T = int(meta["length"])
     native = sample_actions(sample, card, where, check_range=False)
-    actions, i = {}, 0
-    for f in card.header.action:
-        size = int(np.prod(f.shape)) if f.shape else 1
-        actions[f.path] = native[:, i:i + size].reshape((T, *f.shape)).astype(f.dtype)
-        i += size
-    proprio = {}
-    if "proprio.npy" in sample:
-        pv, j = npy_load(sample["proprio.npy"]), 0
-        for p in card.header.proprio:
-            size = int(np.prod(p.shape)) if p.shape else 1
-            proprio[p.path] = pv[:, j:j + size].reshape((T, *p.shape))
-            j += size
+    actions = {path: a.astype(f.dtype) for (path, a), f in zip(_unflatten(native, card.header.action).items(), card.header.action)}
+    proprio = _unflatten(npy_load(sample["proprio.npy"]), card.header.proprio) if "proprio.npy" in sample else {}
     flags = npy_load(sample["flags.npy"]).astype(bool)
     frames = {cam: sample_frames(sample, cam, range(T), where) for cam in meta["cameras"]}
     return Episode(card=meta["card"], index=int(meta["episode"]), frames=frames, actions=actions,

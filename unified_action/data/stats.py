@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unified_action.cards import DataCard
+from unified_action.cards.mapping import field_size
 from unified_action.tokenization.normalization import Stats
 
 SAMPLE_ROWS = 4096
@@ -93,6 +94,6 @@ def native_labels(card: DataCard) -> list[str]:
     """One label per native dimension: 'action/world_vector[0]', or the path itself for a scalar field."""
     labels = []
     for f in card.header.action:
-        n = int(np.prod(f.shape)) if f.shape else 1
+        n = field_size(f)
         labels += [f.path] if n == 1 else [f"{f.path}[{i}]" for i in range(n)]
     return labels
