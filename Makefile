@@ -15,6 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum 
 
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export MUJOCO_GL ?= egl
+export DS_BUILD_OPS ?= 0
 
 .PHONY: setup demo test test-quick lint bench clean
 

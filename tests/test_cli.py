@@ -19,6 +19,8 @@ SURFACE = {
     "uact data record": ["card", "episodes", "help", "image_format", "out", "overwrite", "rlds", "seed", "shard_mb", "size",
                          "steps", "style", "workers"],
     "uact demo": ["cards", "help", "out"],
+    "uact export": ["checkpoint", "help", "out"],
+    "uact pretrain": ["config", "help", "init_from", "nproc", "overwrite", "resume", "set_", "stop_at"],
     "uact slots": ["group", "help"],
     "uact tokenizer": ["help"],
     "uact tokenizer list": ["help", "registry"],

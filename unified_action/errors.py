@@ -31,7 +31,51 @@ class DataError(UnifiedActionError):
     """An episode file cannot be read as the card says."""
 
 
+class ConfigError(UnifiedActionError):
+    """A training or fine-tuning config is malformed, or names something that does not exist."""
+
+
+class TrainingError(UnifiedActionError):
+    """Training cannot go on as asked: a non-finite loss, a checkpoint that does not fit this run."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+# pydantic's names of union members and validators: not fields of the user's file
+_UNION_NOISE = {"float", "int", "str", "bool", "list", "dict", "gymnasium", "rlds", "lerobot", "numpy",
+                "identity", "affine", "rpy_to_rotvec", "table", "literal", "constrained-str", "function-after"}
+
+
+def _loc(parts) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p in _UNION_NOISE or "[" in p or p.startswith(("literal", "function")):
+            continue
+        else:
+            out += f".{p}" if out else p
+    return out or "header"
+
+
+def pydantic_lines(err, where: str, known_keys: Iterable[str]) -> list[str]:
+    """A pydantic ValidationError as one line per problem: 'file: field: message', unknown keys with did-you-mean."""
+    lines, seen = [], set()
+    for e in err.errors():
+        loc = _loc(e["loc"])
+        if loc in seen:
+            continue
+        seen.add(loc)
+        if e["type"] == "missing":
+            lines.append(f"{where}: {loc}: required field is missing")
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"{where}: {loc}: unknown field{did_you_mean(loc.rsplit('.', 1)[-1], known_keys)}")
+        else:
+            got = repr(e.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."  # one readable line, whatever was pasted there
+            lines.append(f"{where}: {loc}: {e['msg']} (got {got})")
+    return lines

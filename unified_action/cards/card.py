@@ -19,7 +19,7 @@ from unified_action.action_space import SlotKind
 from unified_action.cards import schema
 from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
 from unified_action.cards.schema import ActionField, CardHeader
-from unified_action.errors import CardError, did_you_mean
+from unified_action.errors import CardError, did_you_mean, pydantic_lines
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def parse_card(text: str, where: str = "<card>") -> DataCard:
     try:
         model = CardHeader.model_validate(header)
     except ValidationError as e:
-        raise CardError(_pydantic_lines(e, where)) from None
+        raise CardError(pydantic_lines(e, where, _known_keys())) from None
     problems = [f"{where}: {p}" for p in check_semantics(model)]
     if problems:
         raise CardError(problems)
@@ -86,40 +86,6 @@ def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
     if not isinstance(header, dict):
         raise CardError([f"{where}: header: expected a YAML mapping of fields, got {type(header).__name__}"])
     return header, "\n".join(lines[end + 1:]).strip() + "\n"
-
-
-_UNION_NOISE = {"float", "int", "str", "bool", "list", "dict", "gymnasium", "rlds", "lerobot", "numpy",
-                "identity", "affine", "rpy_to_rotvec", "table", "literal", "constrained-str", "function-after"}
-
-
-def _loc(parts) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif p in _UNION_NOISE or "[" in p or p.startswith(("literal", "function")):
-            continue  # pydantic's names of union members, not a field of the card
-        else:
-            out += f".{p}" if out else p
-    return out or "header"
-
-
-def _pydantic_lines(err: ValidationError, where: str) -> list[str]:
-    lines, seen = [], set()
-    for e in err.errors():
-        loc = _loc(e["loc"])
-        if loc in seen:
-            continue
-        seen.add(loc)
-        if e["type"] == "missing":
-            lines.append(f"{where}: {loc}: required field is missing")
-        elif e["type"] == "extra_forbidden":
-            lines.append(f"{where}: {loc}: unknown field{did_you_mean(loc.rsplit('.', 1)[-1], _known_keys())}")
-        else:
-            got = repr(e.get("input"))
-            got = got if len(got) <= 80 else got[:77] + "..."  # one readable line, whatever was pasted there
-            lines.append(f"{where}: {loc}: {e['msg']} (got {got})")
-    return lines
 
 
 def _known_keys() -> set[str]:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from unified_action import __version__, action_space
-from unified_action.cli import cards, data, demo, tokenizer
+from unified_action.cli import cards, data, demo, pretrain, tokenizer
 from unified_action.console import make_console
 from unified_action.errors import CardError, UnifiedActionError, did_you_mean
 
@@ -23,6 +23,8 @@ app.add_typer(cards.app, name="card")
 app.add_typer(tokenizer.app, name="tokenizer")
 app.add_typer(data.app, name="data")
 app.command("demo")(demo.demo)
+app.command("pretrain")(pretrain.pretrain)
+app.command("export")(pretrain.export)
 
 
 def _version(value: bool) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset
@@ -312,7 +313,10 @@ class ClipLoader:
             self._next_epoch()
         rot = self.consumed % self.local_streams  # the stream due next comes from worker 0
         # DataLoader takes workers' batches in turn; with no workers it runs the one stream in this process.
-        source = DataLoader(_WorkerStreams(self, rot), batch_size=None, num_workers=self.num_workers)
+        # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG, which
+        # would shift the trainer's noise between a straight run and a resumed one (the clips do not use it).
+        source = DataLoader(_WorkerStreams(self, rot), batch_size=None, num_workers=self.num_workers,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
         for local, batch, state in source:
             local = int(local)
             self.states[local] = StreamState.from_json(state)

@@ -1,0 +1,1 @@
+"""DeepSpeed pretraining of the world model: configs, the loop, checkpoints, export."""

@@ -1,0 +1,143 @@
+"""Atomic checkpoints over DeepSpeed's non-atomic save, and exact resume.
+
+Layout of a run's `checkpoints/`:
+
+    step_00000100/            a COMPLETE checkpoint: only directories without a suffix are ever loaded
+      state/                  DeepSpeed's save_checkpoint (module, ZeRO-partitioned optimizer, LR scheduler)
+      rank00000.pt            per process: torch RNG states (CPU and CUDA), tensors only (weights_only load)
+      rank00000.loader.json   per process: the ClipLoader state (what this rank's loop consumed)
+      COMPLETE.json           written last by rank 0: step, world size, ZeRO stage, model config, tokenizers
+    step_00000200.tmp/        being written, or left by a killed run: ignored, deleted on the next start
+
+Every rank writes into `<name>.tmp/`; after a barrier rank 0 writes COMPLETE.json (tmp file + rename),
+renames the directory to its final name (atomic on POSIX and on the shared filesystems clusters use for
+checkpoints), fsyncs the parent and prunes the oldest complete checkpoints beyond `keep`. A process killed
+anywhere before the rename leaves only a `.tmp` directory, so the previous complete checkpoint stays the
+latest. (DeepSpeed writes its own `latest` file before its final barrier; we never use it.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from unified_action.errors import TrainingError
+from unified_action.training import faults
+from unified_action.training.distributed import DistInfo, barrier
+
+TAG = "state"  # DeepSpeed's tag directory inside a checkpoint
+MARKER = "COMPLETE.json"
+_NAME = re.compile(r"^step_(\d{8})$")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class CheckpointManager:
+    def __init__(self, root: str | Path, keep: int, dist: DistInfo):
+        self.root, self.keep, self.dist = Path(root), keep, dist
+
+    # -- finding
+    def complete(self) -> list[tuple[int, Path]]:
+        """(step, path) of every complete checkpoint, oldest first."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            m = _NAME.match(p.name)
+            if m and (p / MARKER).is_file():
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def latest(self) -> Path | None:
+        done = self.complete()
+        return done[-1][1] if done else None
+
+    def remove_incomplete(self) -> list[Path]:
+        """Delete what killed runs left behind (`.tmp` directories); rank 0 only, before anyone saves."""
+        stale = [p for p in self.root.glob("step_*") if p.is_dir() and not (p / MARKER).is_file()] if self.root.is_dir() else []
+        if self.dist.is_main:
+            for p in stale:
+                shutil.rmtree(p, ignore_errors=True)
+        barrier()
+        return stale
+
+    # -- saving
+    def save(self, engine, step: int, loader_state: dict, meta: dict) -> Path:
+        name = f"step_{step:08d}"
+        final, tmp = self.root / name, self.root / f"{name}.tmp"
+        if self.dist.is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        barrier()
+        engine.save_checkpoint(str(tmp), tag=TAG, client_state={"step": step}, save_latest=False)
+        r = self.dist.rank
+        torch.save(rng_state(), tmp / f"rank{r:05d}.pt")
+        _write_json_atomic(tmp / f"rank{r:05d}.loader.json", loader_state)
+        barrier()
+        faults.maybe_kill("save", step)  # fault injection for tests: SIGKILL with the checkpoint half-made
+        if self.dist.is_main:
+            _write_json_atomic(tmp / MARKER, {"step": step, "world_size": self.dist.world_size, **meta})
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+            for _, old in self.complete()[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier()
+        return final
+
+    # -- loading
+    def read_meta(self, path: Path) -> dict:
+        return json.loads((path / MARKER).read_text())
+
+    def load(self, engine, path: Path) -> tuple[dict, dict]:
+        """Restore engine, optimizer, scheduler and this rank's RNG; -> (COMPLETE.json meta, this rank's loader state)."""
+        meta = self.read_meta(path)
+        saved = int(meta["world_size"])
+        if saved != self.dist.world_size:
+            raise TrainingError(
+                f"{path}: saved by {saved} processes, this run has {self.dist.world_size}; ZeRO partitions optimizer state "
+                f"per process and the loader splits data per process, so resume with {saved} processes (--nproc {saved}), "
+                f"or convert the weights and start a new run from them: `uact export {path}` then "
+                f"`uact pretrain ... --init-from <export dir>` (DeepSpeed's universal checkpoint "
+                f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {path / TAG}` converts the ZeRO state)")
+        load_path, _ = engine.load_checkpoint(str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+        if load_path is None:
+            raise TrainingError(f"{path}: DeepSpeed could not load {path / TAG}")
+        r = self.dist.rank
+        set_rng_state(torch.load(path / f"rank{r:05d}.pt", weights_only=True))
+        loader_state = json.loads((path / f"rank{r:05d}.loader.json").read_text())
+        return meta, loader_state

@@ -1,0 +1,148 @@
+"""Export a checkpoint as consolidated safetensors weights that travel with their tokenizers' identity, and load them.
+
+An export directory holds:
+    model.safetensors   fp32 weights gathered from the ZeRO partitions (any stage, any process count)
+    config.json         the model config, the vocabulary version and size, the embodiment token ids and the
+                        content hash of every tokenizer the model was trained with
+    README.md           a model card: what it was trained on, how to load it
+
+Loading checks the vocabulary version and every tokenizer hash against the registry it will be used with
+and refuses a mismatch naming the tokenizer: normalization stats that silently changed between training and
+use are the most reported failure of the field's released models (see ANCHORS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from unified_action.errors import TrainingError
+from unified_action.tokenization import Registry
+from unified_action.tokenization.vocabulary import VOCAB_VERSION
+from unified_action.training.checkpoint import MARKER, TAG
+
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+FORMAT_VERSION = 1
+
+
+def export_meta(model_cfg: dict, registry: Registry, tokenizer_names: list[str], run: dict) -> dict:
+    """What a checkpoint and an export record about the model and the tokenizers it was trained with."""
+    vocab = registry.vocabulary()
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model_cfg,
+        "vocab_version": vocab.version,
+        "vocab_size": vocab.size,
+        "embodiments": {n: registry.spec(n).embodiment_token for n in sorted(tokenizer_names)},
+        "tokenizers": {n: registry.content_hash(n) for n in sorted(tokenizer_names)},
+        "run": run,
+    }
+
+
+def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights of a complete checkpoint, gathered from every process's ZeRO partition."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Write the export of a complete checkpoint (or a run directory: its latest) to `out`, atomically."""
+    from safetensors.torch import save_file
+
+    ckpt, out = Path(ckpt), Path(out)
+    if (ckpt / "checkpoints").is_dir():  # a run directory
+        done = sorted(p for p in (ckpt / "checkpoints").glob("step_????????") if (p / MARKER).is_file())
+        if not done:
+            raise TrainingError(f"{ckpt}/checkpoints: no complete checkpoint to export")
+        ckpt = done[-1]
+    if not (ckpt / MARKER).is_file():
+        raise TrainingError(f"{ckpt}: not a complete checkpoint (no {MARKER}); a killed save leaves only .tmp directories")
+    meta = json.loads((ckpt / MARKER).read_text())
+    state = {k: v.contiguous() for k, v in consolidated_state_dict(ckpt).items()}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = {k: meta[k] for k in ("format_version", "model", "vocab_version", "vocab_size", "embodiments", "tokenizers")}
+    config["trained"] = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
+    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "unified_action_config": json.dumps(config)})
+    (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    (tmp / CARD).write_text(model_card(config, sum(v.numel() for v in state.values())))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def model_card(config: dict, n_params: int) -> str:
+    m = config["model"]
+    rows = "\n".join(f"| {n} | {config['embodiments'][n]} | `{h[:16]}` |" for n, h in config["tokenizers"].items())
+    run = config["trained"].get("run", {})
+    return f"""---
+library_name: unified-action
+tags: [world-model, action-conditioned-video, robotics]
+---
+# unified-action world model `{m.get('size', '?')}`
+
+An action-conditioned video world model ({n_params:,} parameters, {m['image_size'][0]}x{m['image_size'][1]} frames,
+{m['max_frames']} frames per clip of which {m['context_frames']} context), trained for {config['trained']['step']} steps
+by the job `{run.get('config', '?')}`. Actions enter through the shared action-token vocabulary
+(version {config['vocab_version']}, {config['vocab_size']} ids).
+
+## Tokenizers it was trained with
+Loading refuses a registry whose tokenizer differs from these (content hash of spec, statistics and BPE model):
+
+| tokenizer | embodiment token | content hash |
+|---|---:|---|
+{rows}
+
+## Use
+```python
+from unified_action.training.export import load_pretrained
+model, config = load_pretrained("{'{this directory}'}", registry="tokenizers")
+```
+"""
+
+
+def check_tokenizers(config: dict, registry: Registry, where: str, names: list[str] | None = None) -> None:
+    """Refuse a registry that does not hold the tokenizers (by content hash) a model was trained with."""
+    if config.get("vocab_version") != VOCAB_VERSION:
+        raise TrainingError(f"{where}: vocabulary version {config.get('vocab_version')}, this library uses {VOCAB_VERSION}")
+    have = set(registry.names())
+    for name in names if names is not None else config["tokenizers"]:
+        want = config["tokenizers"][name]
+        if name not in have:
+            raise TrainingError(f"{where}: tokenizer '{name}' (hash {want[:12]}) is not registered in {registry.root}")
+        got = registry.content_hash(name)
+        if got != want:
+            raise TrainingError(f"{where}: tokenizer '{name}' in {registry.root} has hash {got[:12]}, the model was trained "
+                                f"with {want[:12]}; its spec or statistics changed since: use the registry the model was "
+                                f"trained with, or fine-tune on the new tokenizer")
+        if registry.spec(name).embodiment_token != config["embodiments"][name]:
+            raise TrainingError(f"{where}: tokenizer '{name}' has another embodiment token id in {registry.root}")
+
+
+def read_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
+        raise TrainingError(f"{path}: not an export directory (expected {WEIGHTS} and {CONFIG}); run `uact export RUN_DIR`")
+    config = json.loads((path / CONFIG).read_text())
+    return config, load_file(str(path / WEIGHTS))
+
+
+def load_pretrained(path: str | Path, registry: str | Path | Registry | None = None, check: bool = True):
+    """-> (WorldModel with the exported weights, config). Checks tokenizers against `registry` first."""
+    from unified_action.models import ModelConfig, WorldModel
+
+    config, state = read_export(path)
+    if check:
+        check_tokenizers(config, registry if isinstance(registry, Registry) else Registry(registry), str(path))
+    model = WorldModel(ModelConfig.from_dict(config["model"]))
+    model.load_state_dict(state, strict=True)
+    return model, config
