@@ -49,6 +49,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/tokenizers.py && $(BIN)/python benchmarks/data.py
+	PATH=$(CURDIR)/$(BIN):$$PATH pretrain/prepare_data.sh && $(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis

@@ -1,0 +1,124 @@
+"""Autoregressive rollout: shapes, the KV cache against full recomputation, sliding past the window, actions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unified_action.errors import UnifiedActionError
+from unified_action.models import ModelConfig, WorldModel, model_config
+from unified_action.models.sampling import KVCache, euler_times, sample_latents
+
+ACTION_KEYS = ("action_tokens", "action_mask", "action_slots", "action_steps")
+
+
+def awake_tiny(max_frames: int = 4, **overrides) -> WorldModel:
+    """`tiny` at 32x32 with a short window, its adaLN-Zero layers given weights (as after some training)."""
+    torch.manual_seed(0)
+    model = WorldModel(model_config("tiny", image_size=(32, 32), max_action_tokens=8, max_frames=max_frames,
+                                    context_frames=2, **overrides)).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for lin in [*(b.ada for b in model.blocks), model.final.ada, model.final.linear]:
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.05)
+    return model
+
+
+def inputs(cfg: ModelConfig, frames: int, B: int = 2, C: int = 2, P: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(P) < torch.randint(3, P + 1, (B, frames, 1), generator=g)
+    actions = {"action_tokens": torch.randint(5136, 5392, (B, frames, P), generator=g).where(mask, 0),
+               "action_mask": mask,
+               "action_slots": torch.randint(0, 8, (B, frames, P), generator=g).where(mask, -1),
+               "action_steps": torch.randint(0, 4, (B, frames, P), generator=g).where(mask, -1)}
+    context = torch.randint(0, 256, (B, C, *cfg.image_size, 3), generator=g, dtype=torch.uint8)
+    return context, actions
+
+
+def test_rollout_shapes_and_dtype():
+    model = awake_tiny()
+    context, actions = inputs(model.cfg, 2 + 3)
+    out = model.rollout(context, actions, embodiment=16, control_hz=10.0, horizon=3)
+    assert out.shape == (2, 3, 32, 32, 3) and out.dtype == torch.uint8
+    assert model.rollout(context, actions, torch.tensor([16, 17]), torch.tensor([10.0, 50.0]), horizon=0).shape[1] == 0
+
+
+@pytest.mark.parametrize("horizon,steps", [(2, 4), (9, 3)])  # inside the window; sliding 7 frames past it
+def test_cached_rollout_equals_full_recomputation(horizon, steps):
+    model = awake_tiny(max_frames=4)
+    cfg = model.cfg
+    context, actions = inputs(cfg, 2 + horizon)
+    with torch.no_grad():
+        z_ctx = model.ae.encode(model.ae.to_pixels(context, torch.float32))
+        cond = model.conditioning(actions, torch.tensor([16, 17]), torch.tensor([10.0, 50.0]))
+        torch.manual_seed(7)
+        cached = sample_latents(model, z_ctx, cond, horizon, steps, cache=True)
+        torch.manual_seed(7)
+        full = sample_latents(model, z_ctx, cond, horizon, steps, cache=False)
+    assert cached.shape == (2, horizon, cfg.latent_channels, *cfg.latent_size)
+    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+    assert cached.std() > 0.05  # a real rollout, not a constant both paths agree on trivially
+
+    torch.manual_seed(7)
+    a = model.rollout(context, actions, 16, 10.0, horizon, steps=steps, cache=True)
+    torch.manual_seed(7)
+    b = model.rollout(context, actions, 16, 10.0, horizon, steps=steps, cache=False)
+    assert (a.int() - b.int()).abs().max() <= 1  # uint8 rounding of float-tolerance differences
+
+
+def test_rollout_longer_than_the_window():
+    model = awake_tiny(max_frames=3)
+    context, actions = inputs(model.cfg, 2 + 10, B=1)
+    out = model.rollout(context, actions, 16, 10.0, horizon=10, steps=2)
+    assert out.shape == (1, 10, 32, 32, 3)
+
+
+def test_rollout_follows_the_actions_and_ignores_the_last_chunk():
+    """Generated frame f is conditioned on chunk f-1; the chunk of the last frame leads past the horizon."""
+    model = awake_tiny()
+    context, actions = inputs(model.cfg, 2 + 2, B=1)
+
+    def run(acts):
+        torch.manual_seed(3)
+        return model.rollout(context, acts, 16, 10.0, horizon=2, steps=2)
+
+    base = run(actions)
+    for f, changes in ((3, False), (1, True)):
+        other = {k: v.clone() for k, v in actions.items()}
+        other["action_tokens"][:, f] = torch.where(other["action_mask"][:, f], 5140, 0)
+        assert (not torch.equal(base, run(other))) == changes, f
+
+
+def test_rollout_is_reproducible_from_the_seed():
+    model = awake_tiny()
+    context, actions = inputs(model.cfg, 4)
+    torch.manual_seed(11)
+    a = model.rollout(context, actions, 16, 10.0, horizon=2)
+    torch.manual_seed(11)
+    assert torch.equal(a, model.rollout(context, actions, 16, 10.0, horizon=2))
+
+
+def test_rollout_refuses_bad_inputs():
+    model = awake_tiny()
+    context, actions = inputs(model.cfg, 4)
+    with pytest.raises(UnifiedActionError, match="action_tokens: expected \\[2, >= 5"):
+        model.rollout(context, actions, 16, 10.0, horizon=3)
+    with pytest.raises(UnifiedActionError, match="uint8"):
+        model.rollout(context.float(), actions, 16, 10.0, horizon=2)
+    with pytest.raises(UnifiedActionError, match="missing action_mask"):
+        model.rollout(context, {k: v for k, v in actions.items() if k != "action_mask"}, 16, 10.0, horizon=2)
+    with pytest.raises(UnifiedActionError, match="embodiment"):
+        model.rollout(context, actions, [16, 17, 18], 10.0, horizon=2)
+
+
+def test_kv_cache_ring_holds_the_last_window_frames():
+    cache = KVCache(depth=1, window=3)
+    frame = [torch.full((1, 1, 1, 2), float(p)) for p in range(6)]
+    cache.load([(torch.cat(frame[:2], dim=2), torch.cat(frame[:2], dim=2))], start=0)
+    for p in range(2, 6):
+        k, _ = cache.window_kv(0, frame[p], frame[p], p)
+        assert sorted(k[0, 0, :, 0].tolist()) == [float(q) for q in range(max(0, p - 2), p + 1)]
+
+
+def test_euler_times():
+    assert euler_times(4) == [1.0, 0.75, 0.5, 0.25, 0.0]

@@ -1,0 +1,5 @@
+"""The action-conditioned video world model: frame autoencoder + latent diffusion transformer (world_model.py)."""
+
+from unified_action.models.world_model import MODEL_SIZES, ModelConfig, WorldModel, count_parameters, model_config
+
+__all__ = ["MODEL_SIZES", "ModelConfig", "WorldModel", "count_parameters", "model_config"]
