@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,sims,data,rlds,dev
+EXTRAS ?= train,sims,data,rlds,eval,dev
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum | cut -c1-12)-$(EXTRAS)
@@ -37,6 +37,7 @@ demo: setup
 # TensorFlow run in a second pytest process; the library itself keeps simulators in worker processes.
 test: setup
 	$(BIN)/ruff check .
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python -m pytest -m "not tensorflow" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m tensorflow $(PYTEST_ARGS)
 

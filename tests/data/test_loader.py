@@ -149,3 +149,18 @@ def test_shard_urls_brace_pattern_and_pipe_opt_in(shard_data):
         run(ClipLoader(refused, rank=0, world_size=1))
     allowed = replace(refused, allow_pipe=True)
     assert keys(run(ClipLoader(allowed, rank=0, world_size=1))) == base
+
+
+def test_episode_range_selects_exactly_those_episodes(shard_data):
+    """Few-shot and held-out splits: `episodes=(lo, hi)` yields clips of episodes lo..hi-1 only (across shards)."""
+    def episodes_seen(rng):
+        entry = MixtureEntry(str(shard_data["carracing"].root), episodes=rng)
+        cfg = LoaderConfig(datasets=(entry,), registry=str(shard_data["registry"].root), batch_size=2,
+                           context_frames=1, future_frames=2, image_size=(32, 32))
+        return {int(k.split("/")[1].split("@")[0]) for k in keys(run(ClipLoader(cfg, rank=0, world_size=1)))}
+
+    names = [e for s in shard_data["carracing"].shards for e in s.episodes]  # manifest order, 2 per shard
+    assert episodes_seen((1, 4)) == set(names[1:4])  # crosses a shard boundary
+    assert episodes_seen(None) == set(names)
+    with pytest.raises(DataError, match=r"episodes: \[4, 9\) is not a non-empty range within the dataset's 6 episodes"):
+        episodes_seen((4, 9))

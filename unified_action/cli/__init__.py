@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from unified_action import __version__, action_space
-from unified_action.cli import cards, data, demo, pretrain, tokenizer
+from unified_action.cli import cards, data, demo, evaluate, finetune, pretrain, tokenizer
 from unified_action.console import make_console
 from unified_action.errors import CardError, UnifiedActionError, did_you_mean
 
@@ -25,6 +25,8 @@ app.add_typer(data.app, name="data")
 app.command("demo")(demo.demo)
 app.command("pretrain")(pretrain.pretrain)
 app.command("export")(pretrain.export)
+app.command("finetune")(finetune.finetune)
+app.command("eval")(evaluate.evaluate)
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,18 @@ def pretrain(
     init_from: Path = typer.Option(None, "--init-from", help="Start from exported weights (uact export) instead of random ones."),
 ) -> None:
     """Pretrain the world model on the config's shard mixture: checkpoints, TensorBoard, export at the end."""
+    relaunch_if_asked(nproc)
+    from unified_action.training.config import load_config, resolve_config_path
+    from unified_action.training.trainer import pretrain as run
+
+    cfg = load_config(config, set_)
+    result = run(cfg, config_path=str(resolve_config_path(config)), resume=resume, overwrite=overwrite, stop_at=stop_at,
+                 init_from=str(init_from) if init_from else None)
+    report(result)
+
+
+def relaunch_if_asked(nproc: int) -> None:
+    """--nproc N > 1 from a plain shell: rerun this very command under torchrun (less --nproc) and exit with its code."""
     if nproc > 1 and "RANK" not in os.environ:
         argv = sys.argv[1:]
         i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
@@ -26,12 +38,10 @@ def pretrain(
         from unified_action.training.distributed import relaunch
 
         raise typer.Exit(relaunch(nproc, argv))
-    from unified_action.training.config import load_config, resolve_config_path
-    from unified_action.training.trainer import pretrain as run
 
-    cfg = load_config(config, set_)
-    result = run(cfg, config_path=str(resolve_config_path(config)), resume=resume, overwrite=overwrite, stop_at=stop_at,
-                 init_from=str(init_from) if init_from else None)
+
+def report(result) -> None:
+    """Rank 0's last line of a training command."""
     if int(os.environ.get("RANK", 0)) == 0:
         typer.echo(f"{result.out}: step {result.step}, loss {result.last_loss:.4f}"
                    + (f", exported to {result.export}" if result.export else ""))

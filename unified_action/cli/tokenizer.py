@@ -50,16 +50,23 @@ def register(
     _print_summary(tok)
 
 
-def shard_episodes(path: Path, card) -> tuple[list, Stats | None]:
-    """Native action episodes of a shard dataset (frames are not decoded) and its unified statistics."""
+def shard_episodes(path: Path, card, episodes: tuple[int, int] | None = None) -> tuple[list, Stats | None]:
+    """Native action episodes of a shard dataset (frames are not decoded) and its unified statistics.
+
+    `episodes` (start, stop): only those, in manifest order, and no statistics (the fit computes them over these
+    episodes): the dataset's stats.json covers every episode, which a few-shot job (uact finetune) must not see."""
+    from itertools import islice
+
     from unified_action.data.dataset import open_dataset
 
     ds = open_dataset(path)
     if ds.card.header.action != card.header.action:
         raise DataError(f"{ds.root / (ds.name + '.md')}: action: the shards were written with another action mapping than {card.source_path}")
-    episodes = list(tqdm(ds.iter_actions(), total=ds.episodes, desc=f"reading {ds.name} shards", unit="ep", leave=False))
-    stats = ds.stats()
-    return episodes, (Stats.from_json(stats["unified"]) if stats else None)
+    lo, hi = episodes or (0, ds.episodes)
+    actions = islice(ds.iter_actions(), lo, hi)
+    read = list(tqdm(actions, total=hi - lo, desc=f"reading {ds.name} shards", unit="ep", leave=False))
+    stats = ds.stats() if episodes is None else None
+    return read, (Stats.from_json(stats["unified"]) if stats else None)
 
 
 @app.command("list")

@@ -50,6 +50,7 @@ class MixtureEntry:
     shards: str | None = None  # brace pattern / '::'-joined URLs replacing the local shard files
     camera: str | None = None  # default: the card's first camera
     frame_stride: int = 1  # environment steps between consecutive frames of a clip
+    episodes: tuple[int, int] | None = None  # only episodes [start, stop) in manifest order (few-shot / held-out splits)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,15 @@ class DatasetPlan:
         L = self.tok.spec.chunk_length
         self.span = (cfg.frames - 1) * entry.frame_stride + L  # steps a clip covers, its last action chunk included
         stride = cfg.clip_stride or max(1, self.span // 2)
+        lo, hi = entry.episodes or (0, self.ds.episodes)
+        if not 0 <= lo < hi <= self.ds.episodes:
+            raise DataError(f"{self.ds.root}: episodes: [{lo}, {hi}) is not a non-empty range within the dataset's "
+                            f"{self.ds.episodes} episodes")
+        first = np.cumsum([0] + [len(sh.lengths) for sh in self.ds.shards])  # global index of each shard's first episode
         # per shard: (episode position in shard, start step) of every clip
-        self.items = [[(e, s) for e, T in enumerate(sh.lengths) for s in range(0, T - self.span + 1, stride)]
-                      for sh in self.ds.shards]
+        self.items = [[(e, s) for e, T in enumerate(sh.lengths) if lo <= first[k] + e < hi
+                       for s in range(0, T - self.span + 1, stride)]
+                      for k, sh in enumerate(self.ds.shards)]
         self.total = sum(map(len, self.items))
         self.per_stream = self.total // n_streams
         if self.per_stream == 0:
@@ -333,7 +340,8 @@ class ClipLoader:
 
     # -- resume
     def _fingerprint(self) -> dict:
-        return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.entry.frame_stride, p.total]
+        return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.entry.frame_stride, p.total,
+                              list(p.entry.episodes or ())]
                              for p in self.plans],
                 "frames": self.cfg.frames, "clip_stride": self.cfg.clip_stride, "batch_size": self.cfg.batch_size,
                 "seed": self.cfg.seed, "epoch_len": self.epoch_len}

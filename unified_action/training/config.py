@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from unified_action.errors import ConfigError, did_you_mean, pydantic_lines
 
 CONFIG_DIR = Path("pretrain/configs")
+FINETUNE_CONFIG_DIR = Path("finetune/configs")  # `uact finetune --config NAME` looks here
 
 
 class _Strict(BaseModel):
@@ -34,6 +35,7 @@ class DatasetEntry(_Strict):
     shards: str | None = Field(None, description="brace pattern / '::'-joined URLs replacing the local shard files")
     camera: str | None = None
     frame_stride: int = Field(1, ge=1)
+    episodes: tuple[int, int] | None = Field(None, description="only episodes [start, stop) in manifest order")
 
 
 class DataSection(_Strict):
@@ -74,6 +76,14 @@ class TrainSection(_Strict):
     log_every: int = Field(10, ge=1)
 
 
+class FinetuneSection(_Strict):
+    init_from: str = Field(description="the export directory (uact export) of the pretrained model")
+    mode: Literal["full", "lora", "adapter"] = "lora"  # what trains: training/finetune.py
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16, gt=0)  # the adapters' update is scaled by lora_alpha / lora_rank
+    episodes: int | None = Field(None, ge=1, description="K: only the first K episodes of each dataset new to the model")
+
+
 class TrainConfig(_Strict):
     name: str
     out: str = Field(description="run directory: checkpoints/, tensorboard/, metrics.jsonl, export/")
@@ -81,9 +91,11 @@ class TrainConfig(_Strict):
     data: DataSection
     optim: OptimSection = OptimSection()
     train: TrainSection
+    finetune: FinetuneSection | None = None  # set: a fine-tuning job (uact finetune)
 
 
-SECTIONS: tuple[type[BaseModel], ...] = (TrainConfig, DatasetEntry, DataSection, ModelSection, OptimSection, TrainSection)
+SECTIONS: tuple[type[BaseModel], ...] = (TrainConfig, DatasetEntry, DataSection, ModelSection, OptimSection, TrainSection,
+                                         FinetuneSection)
 
 
 def _known_keys() -> set[str]:

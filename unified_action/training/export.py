@@ -52,8 +52,6 @@ def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Write the export of a complete checkpoint (or a run directory: its latest) to `out`, atomically."""
-    from safetensors.torch import save_file
-
     ckpt, out = Path(ckpt), Path(out)
     if (ckpt / "checkpoints").is_dir():  # a run directory
         done = sorted(p for p in (ckpt / "checkpoints").glob("step_????????") if (p / MARKER).is_file())
@@ -63,12 +61,27 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     if not (ckpt / MARKER).is_file():
         raise TrainingError(f"{ckpt}: not a complete checkpoint (no {MARKER}); a killed save leaves only .tmp directories")
     meta = json.loads((ckpt / MARKER).read_text())
-    state = {k: v.contiguous() for k, v in consolidated_state_dict(ckpt).items()}
+    tuned = meta.get("run", {}).get("finetune", {})
+    if tuned.get("mode") in ("lora", "adapter"):  # adapters to merge, frozen weights to take from the pretrained export
+        from unified_action.training.finetune import export_merged
+
+        return export_merged(ckpt, out, tuned.get("lora_alpha", 1.0) / tuned.get("lora_rank", 1.0), tuned["init_from"])
+    trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
+    return write_export(consolidated_state_dict(ckpt), meta, out, trained)
+
+
+def write_export(state: dict[str, torch.Tensor], meta: dict, out: str | Path, trained: dict) -> Path:
+    """Write an export directory from fp32 weights and `export_meta(...)`, atomically (a .tmp directory, renamed).
+    `trained` says where the weights come from: {"step": ..., "run": {...}} at least (the model card shows them)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    state = {k: v.contiguous() for k, v in state.items()}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     config = {k: meta[k] for k in ("format_version", "model", "vocab_version", "vocab_size", "embodiments", "tokenizers")}
-    config["trained"] = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
+    config["trained"] = trained
     save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "unified_action_config": json.dumps(config)})
     (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     (tmp / CARD).write_text(model_card(config, sum(v.numel() for v in state.values())))

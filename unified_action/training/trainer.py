@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +58,23 @@ def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: decaying norms, biases and embedding gains only hurts (GPT-2/DiT practice)."""
+@dataclass
+class Adaptation:
+    """What a fine-tuning mode did to the model after its weights were loaded, before the optimizer (finetune.py)."""
+    info: dict  # recorded as run["finetune"] in every checkpoint's meta and in the export's config
+    no_decay: Collection[torch.nn.Parameter] = ()  # trainable parameters AdamW must not decay
+    tokenizers: Collection[str] = ()  # tokenizers the weights know besides the job's own (checked by the caller)
+    summary: str = ""  # one line for the log: what trains
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay: Collection[torch.nn.Parameter] = ()) -> list[dict]:
+    """Weight decay on matrices only: decaying norms, biases and embedding gains only hurts (GPT-2/DiT practice).
+    `no_decay`: matrices kept out of decay too (fine-tuning's embedding tables, whose untouched rows must stay)."""
+    skip = {id(p) for p in no_decay}
     decay, rest = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 and p.numel() > 0 else rest).append(p)
+            (decay if p.ndim >= 2 and p.numel() > 0 and id(p) not in skip else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -146,7 +158,8 @@ class Trainer:
     """One process's side of a pretraining job: built ready to train (resumed if a checkpoint exists)."""
 
     def __init__(self, cfg: TrainConfig, *, config_path: str = "", resume: bool = True, overwrite: bool = False,
-                 init_from: str | None = None, dist: DistInfo | None = None):
+                 init_from: str | None = None, dist: DistInfo | None = None,
+                 adapt: Callable[[torch.nn.Module], Adaptation] | None = None):
         import deepspeed
 
         from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
@@ -173,13 +186,23 @@ class Trainer:
         self.loader = loader = ClipLoader(loader_cfg, dist.rank, dist.world_size, num_workers=cfg.data.num_workers)
         self.names = names = [p.ds.card.name for p in loader.plans]
 
-        model = build_model(cfg, registry.vocabulary().size, loader.max_tokens)
+        max_tokens = loader.max_tokens
+        if init_from:  # keep the pretrained model's room for action tokens (a job's own chunks may be shorter)
+            from unified_action.training.export import CONFIG
+
+            init_model = json.loads((Path(init_from) / CONFIG).read_text())["model"] if (Path(init_from) / CONFIG).is_file() else {}
+            max_tokens = max(max_tokens, init_model.get("max_action_tokens", 0))
+        model = build_model(cfg, registry.vocabulary().size, max_tokens)
         if init_from:
             init_weights_from(model, init_from, registry, names)
+        self.adaptation = adaptation = adapt(model) if adapt is not None else None  # before the optimizer sees a parameter
+        if adaptation is not None and dist.is_main:
+            print(adaptation.summary, flush=True)
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and dist.device.type == "cuda")
         ds_cfg = deepspeed_config(cfg, dist.world_size, self.bf16)
         o = cfg.optim
-        optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
+        optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay, adaptation.no_decay if adaptation else ()),
+                                      lr=o.lr, betas=o.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_lambda(s, o.warmup_steps, cfg.train.steps, o.min_lr / o.lr))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -189,7 +212,10 @@ class Trainer:
 
         run_info = {"config": where, "job": cfg.model_dump(mode="json"), "world_size": dist.world_size,
                     "zero_stage": ds_cfg["zero_optimization"]["stage"], "bf16": self.bf16}
-        self.meta = export_meta(model.cfg.to_dict(), registry, names, run_info)
+        if adaptation is not None:
+            run_info["finetune"] = adaptation.info
+        known = sorted(set(names) | set(adaptation.tokenizers)) if adaptation else names
+        self.meta = export_meta(model.cfg.to_dict(), registry, known, run_info)
         self.ckpts = CheckpointManager(out / "checkpoints", cfg.train.keep_checkpoints, dist)
         self.ckpts.remove_incomplete()
         self.step = self.resumed = 0
@@ -275,7 +301,7 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         log = MetricLog(self.out, self.resumed, dist.is_main)
         end = min(cfg.train.steps, stop_at) if stop_at is not None else cfg.train.steps
-        bar = tqdm(total=cfg.train.steps, initial=self.step, desc=f"pretrain {cfg.name}", unit="step",
+        bar = tqdm(total=cfg.train.steps, initial=self.step, desc=f"{'finetune' if self.adaptation else 'pretrain'} {cfg.name}", unit="step",
                    disable=not (progress and dist.is_main), dynamic_ncols=True)
         if dist.is_main and self.resumed:
             bar.write(f"resumed from {self.latest} (step {self.resumed})")
@@ -302,7 +328,7 @@ class Trainer:
         if self.step == cfg.train.steps:
             export = self.out / "export"
             if dist.is_main:
-                export_checkpoint(self.ckpts.latest(), export)
+                export_checkpoint(self.ckpts.latest(), export)  # merges a fine-tuning run's adapters (export.py)
                 print(f"exported {export}")
             barrier()
         return RunResult(self.out, self.step, self.resumed, loss, export)

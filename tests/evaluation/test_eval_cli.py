@@ -1,0 +1,52 @@
+"""`uact eval` end to end through the console entry point, on the default held-out split."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from unified_action import cli
+from unified_action.evaluation.rollouts import episode_of
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["uact", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_eval_command(monkeypatch, capsys, evalsetup, tmp_path):
+    s = evalsetup
+    monkeypatch.setenv("UACT_TOKENIZERS", str(s["registry"].root))  # --registry resolved as every command does
+    out = tmp_path / "eval"
+    code, stdout, err = run(monkeypatch, capsys, "eval", "--model", s["export"], "--data", s["carracing"].root,
+                            "--horizon", 5, "--clips", 2, "--steps", 1, "--out", out)
+    assert code == 0, err
+    assert "carracing" in stdout and "copy-last PSNR" in stdout and "dPSNR" in stdout and f"report: {out / 'report.html'}" in stdout
+    m = json.loads((out / "metrics.json").read_text())["datasets"]["carracing"]
+    assert m["episodes"] == [4, 5] and m["clips"] == 2  # default: the last 20% of 5 episodes
+    assert all(episode_of(k) == "4" for k in m["keys"])
+    # one held-out episode: the counterfactual actions come from another episode of the dataset, and it says so
+    assert all(episode_of(k) != "4" for k in m["counterfactual_keys"]) and m["notes"]
+    assert all(v is not None for v in m["per_step"]["dpsnr"]) and len(m["per_step"]["dpsnr"]) == 5
+
+
+@pytest.mark.slow
+def test_eval_command_errors(monkeypatch, capsys, evalsetup, tmp_path):
+    s = evalsetup
+    base = ["eval", "--model", s["export"], "--registry", s["registry"].root, "--out", tmp_path / "eval"]
+    code, _, err = run(monkeypatch, capsys, *base, "--data", s["ale_pong"].root)
+    assert code == 2 and "'ale_pong'" in err and "not trained with" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(monkeypatch, capsys, *base, "--data", s["carracing"].root, "--episodes", "3-5")
+    assert code == 2 and err.strip() == "error: --episodes: expected 'lo:hi' (episodes lo..hi-1 in manifest order), got '3-5'"
+    code, _, err = run(monkeypatch, capsys, *base, "--data", s["carracing"].root, "--episodes", "4:9")
+    assert code == 2 and "episodes: [4, 9)" in err and "5 episodes" in err
+    assert not (tmp_path / "eval").exists()

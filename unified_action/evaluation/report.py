@@ -1,0 +1,202 @@
+"""The pictures and the report of an evaluation: strips, GIFs, metric plots, metrics.json and one report.html.
+
+report.html embeds every image as a base64 data URI, so the one file opens anywhere (mailed, attached to an
+issue) without its directory. The whole directory is written into `<out>.tmp` and renamed into place: an
+interrupted run leaves no half-written report where a previous complete one was.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from unified_action.evaluation.rollouts import METRICS, DatasetResult, EvalResult, Example
+
+CONTEXT_RGB = (40, 110, 230)  # border of the real frames given to the model
+FUTURE_RGB = (200, 200, 200)  # border of every other frame
+BORDER = 3
+LABEL_W = 110
+MIN_TILE = 96  # frames are upscaled (nearest) to at least this size: 32x32 thumbnails are unreadable
+TABLE_METRICS = ("psnr", "ssim", "latent_mse", "baseline_psnr", "baseline_ssim", "dpsnr")
+
+
+def _scale(frame_hw: tuple[int, int]) -> int:
+    return max(1, math.ceil(MIN_TILE / max(frame_hw)))
+
+
+def _tile(frame: np.ndarray, scale: int, colour: tuple[int, int, int]) -> Image.Image:
+    img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+    out = Image.new("RGB", (img.width + 2 * BORDER, img.height + 2 * BORDER), colour)
+    out.paste(img, (BORDER, BORDER))
+    return out
+
+
+def strip(ex: Example) -> Image.Image:
+    """Rows: real, generated, other actions; columns: the context frames (blue border) then the horizon. The context
+    frames are repeated in every row so each row reads as one clip."""
+    scale = _scale(ex.context.shape[1:3])
+    rows = [("real", ex.real), ("generated", ex.generated)]
+    if ex.counterfactual is not None:
+        rows.append(("other actions", ex.counterfactual))
+    C = len(ex.context)
+    tiles = [[_tile(f, scale, CONTEXT_RGB) for f in ex.context] + [_tile(f, scale, FUTURE_RGB) for f in future]
+             for _, future in rows]
+    tw, th = tiles[0][0].size
+    img = Image.new("RGB", (LABEL_W + tw * len(tiles[0]), 16 + th * len(rows)), "white")
+    draw = ImageDraw.Draw(img)
+    for c in range(len(tiles[0])):
+        draw.text((LABEL_W + c * tw + 4, 2), f"ctx {c + 1}" if c < C else f"+{c - C + 1}", fill="black")
+    for r, ((label, _), row) in enumerate(zip(rows, tiles)):
+        draw.text((4, 16 + r * th + th // 2 - 6), label, fill="black")
+        for c, t in enumerate(row):
+            img.paste(t, (LABEL_W + c * tw, 16 + r * th))
+    return img
+
+
+def gif_frames(ex: Example) -> list[Image.Image]:
+    """One animation frame per clip frame: real | generated | other actions side by side, context marked."""
+    scale = _scale(ex.context.shape[1:3])
+    columns = [("real", ex.real), ("generated", ex.generated)]
+    if ex.counterfactual is not None:
+        columns.append(("other actions", ex.counterfactual))
+    C, out = len(ex.context), []
+    for f in range(C + len(ex.real)):
+        if f < C:
+            tiles = [_tile(ex.context[f], scale, CONTEXT_RGB) for _ in columns]
+        else:
+            tiles = [_tile(frames[f - C], scale, FUTURE_RGB) for _, frames in columns]
+        img = Image.new("RGB", (sum(t.width for t in tiles), 16 + tiles[0].height), "white")
+        draw = ImageDraw.Draw(img)
+        for i, ((label, _), t) in enumerate(zip(columns, tiles)):
+            img.paste(t, (i * t.width, 16))
+            draw.text((i * t.width + 4, 2), f"{label} {'ctx ' + str(f + 1) if f < C else '+' + str(f - C + 1)}", fill="black")
+        out.append(img)
+    return out
+
+
+def plot_metrics(r: DatasetResult, path: Path) -> None:
+    """PSNR and SSIM per horizon step against copy-last (dashed), and dPSNR: one PNG per embodiment."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state or a display
+
+    steps = r.steps()
+    x = np.arange(1, len(steps["psnr"]) + 1)
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, key, base in ((axes[0], "psnr", "baseline_psnr"), (axes[1], "ssim", "baseline_ssim"), (axes[2], "dpsnr", None)):
+        ax.plot(x, steps[key], "o-", label="model")
+        if base:
+            ax.plot(x, steps[base], "--", color="grey", label="copy last frame")
+        else:
+            ax.axhline(0.0, color="grey", linestyle="--", label="no control")
+        ax.set_xlabel("horizon step")
+        ax.set_title(METRICS[key][0])
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{r.name} ({r.embodiment}): {r.clips} clips of episodes [{r.episodes[0]}, {r.episodes[1]})")
+    fig.savefig(path, dpi=90)
+
+
+def _fmt(v: float, key: str) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.4f}" if key in ("ssim", "baseline_ssim", "latent_mse") else f"{v:.2f}"
+
+
+def table_rows(r: DatasetResult) -> list[list[str]]:
+    """[step, metric...] per horizon step, then 'all': what both the terminal and the HTML tables show."""
+    steps, overall = r.steps(), r.overall()
+    rows = [[str(i + 1)] + [_fmt(steps[k][i], k) for k in TABLE_METRICS] for i in range(len(steps["psnr"]))]
+    rows.append(["all"] + [_fmt(overall[k], k) for k in TABLE_METRICS])
+    return rows
+
+
+def table_header() -> list[str]:
+    return ["step"] + [METRICS[k][0] for k in TABLE_METRICS]
+
+
+def _data_uri(path: Path) -> str:
+    mime = {".png": "image/png", ".gif": "image/gif"}[path.suffix]
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+# Sets body[data-images-loaded] to the number of images that decoded, once everything has loaded: lets a headless
+# browser (tests/evaluation) prove the embedded images render, not only that the markup holds them.
+_LOAD_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  document.body.dataset.imagesTotal = imgs.length;
+  document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}tr:last-child td{font-weight:bold}
+img{image-rendering:pixelated;max-width:100%}.note{color:#a60}figure{margin:1em 0}"""
+
+
+def _section(r: DatasetResult, files: dict[str, list[Path]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in table_header())
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table_rows(r))
+    parts = [f"<h2>{e(r.name)} <small>({e(r.embodiment)})</small></h2>",
+             f"<p>{r.clips} held-out clips of episodes [{r.episodes[0]}, {r.episodes[1]}) of <code>{e(r.path)}</code></p>",
+             *(f'<p class="note">{e(n)}</p>' for n in r.notes),
+             f"<table><tr>{head}</tr>{body}</table>"]
+    for p in files[r.name]:
+        parts.append(f'<figure><img src="{_data_uri(p)}" alt="{e(p.name)}"><figcaption>{e(p.name)}</figcaption></figure>')
+    return "\n".join(parts)
+
+
+def render_html(result: EvalResult, files: dict[str, list[Path]]) -> str:
+    e = html.escape
+    sections = "\n".join(_section(r, files) for r in result.datasets)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>uact eval: {e(result.model)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>World model evaluation</h1>
+<p>Model <code>{e(result.model)}</code>: {result.context_frames} context frames, {result.horizon} generated open-loop with the
+real actions ({result.steps} sampling steps, seed {result.seed}). copy-last: the last context frame repeated.
+dPSNR: PSNR with the clip's own actions minus PSNR with the actions of a clip of another episode, same noise
+(&gt; 0: the model follows its actions). Strips: real row above generated, context frames with a blue border.</p>
+{sections}
+{_LOAD_SCRIPT}
+</body></html>
+"""
+
+
+def _clean_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def write_report(result: EvalResult, out: str | Path) -> Path:
+    """Write strips, GIFs, plots, metrics.json and report.html into `out` (replaced whole) -> report.html's path."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files: dict[str, list[Path]] = {}
+    for r in result.datasets:
+        stem = _clean_name(r.name)
+        files[r.name] = [tmp / f"{stem}_metrics.png"]
+        plot_metrics(r, files[r.name][0])
+        for i, ex in enumerate(r.examples):
+            png, gif = tmp / f"{stem}_clip{i}.png", tmp / f"{stem}_clip{i}.gif"
+            strip(ex).save(png)
+            frames = gif_frames(ex)
+            frames[0].save(gif, save_all=True, append_images=frames[1:], duration=250, loop=0)
+            files[r.name] += [png, gif]
+    (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    (tmp / "report.html").write_text(render_html(result, files), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out / "report.html"

@@ -1,0 +1,277 @@
+"""Open-loop evaluation of an exported world model on held-out clips, one dataset (= one embodiment) at a time.
+
+For every clip: the first `context_frames` real frames and the clip's real actions go in, `horizon` frames come
+out, and they are compared with the real future frames step by step. Beside the model, two references:
+- copy-last: the last context frame repeated. A world model that does not beat it has learned nothing of
+  motion (on slow scenes it is a strong baseline, which is why it is in every table);
+- counterfactual: the same context rolled out with the actions of a clip of ANOTHER episode of the same
+  embodiment, with the same noise. dPSNR = PSNR(real actions) - PSNR(other actions) measures controllability:
+  a model that ignores its actions scores ~0 however good its frames look.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from unified_action.data.dataset import open_dataset
+from unified_action.errors import DataError, UnifiedActionError
+from unified_action.evaluation import metrics as M
+from unified_action.models.sampling import ACTION_KEYS
+from unified_action.tokenization import Registry
+
+# metric -> (column title, higher is better); per clip and horizon step, in this order in tables and metrics.json
+METRICS = {
+    "psnr": ("PSNR (dB)", True),
+    "ssim": ("SSIM", True),
+    "latent_mse": ("latent MSE", False),
+    "baseline_psnr": ("copy-last PSNR", True),
+    "baseline_ssim": ("copy-last SSIM", True),
+    "counterfactual_psnr": ("other-actions PSNR", False),
+    "dpsnr": ("dPSNR (dB)", True),
+}
+POOL_FACTOR = 4  # clips read per clip evaluated, to choose them across episodes (see collect_clips)
+HELDOUT_FRACTION = 0.2  # the default held-out split: the last 20% of the episodes in manifest order
+
+
+@dataclass
+class Example:
+    """One clip's frames for the pictures: uint8 [frames, H, W, 3] each."""
+
+    key: str
+    context: np.ndarray
+    real: np.ndarray
+    generated: np.ndarray
+    counterfactual: np.ndarray | None
+    counterfactual_key: str | None
+
+
+@dataclass
+class DatasetResult:
+    """One embodiment's evaluation: metric -> [clips, horizon] values, and a few example clips."""
+
+    name: str  # the dataset's card = tokenizer name
+    path: str
+    embodiment: str
+    episodes: tuple[int, int]
+    keys: list[str]
+    counterfactual_keys: list[str | None]
+    values: dict[str, np.ndarray]
+    examples: list[Example] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clips(self) -> int:
+        return len(self.keys)
+
+    def steps(self) -> dict[str, list[float]]:
+        """metric -> its mean at each horizon step (1..H)."""
+        return {k: M.per_step(v) for k, v in self.values.items()}
+
+    def overall(self) -> dict[str, float]:
+        return {k: M.overall(v) for k, v in self.values.items()}
+
+
+@dataclass
+class EvalResult:
+    model: str
+    context_frames: int
+    horizon: int
+    steps: int
+    seed: int
+    datasets: list[DatasetResult]
+
+    def to_json(self) -> dict:
+        """Everything but the frames; NaN (no value) becomes null so the file is strict JSON."""
+        def clean(x):
+            return [clean(v) for v in x] if isinstance(x, list) else (None if not math.isfinite(x) else x)
+
+        return {
+            "model": self.model, "context_frames": self.context_frames, "horizon": self.horizon,
+            "sampling_steps": self.steps, "seed": self.seed, "psnr_cap_db": M.PSNR_CAP_DB,
+            "metrics": {k: title for k, (title, _) in METRICS.items()},
+            "datasets": {r.name: {
+                "path": r.path, "embodiment": r.embodiment, "episodes": list(r.episodes), "clips": r.clips,
+                "keys": r.keys, "counterfactual_keys": r.counterfactual_keys, "notes": r.notes,
+                "overall": {k: clean(v) for k, v in r.overall().items()},
+                "per_step": {k: clean(v) for k, v in r.steps().items()},
+            } for r in self.datasets},
+        }
+
+
+def default_heldout(n_episodes: int) -> tuple[int, int]:
+    """The last 20% of the episodes (at least one): training jobs take the first ones when they hold out any."""
+    k = max(1, math.ceil(n_episodes * HELDOUT_FRACTION))
+    return max(0, n_episodes - k), n_episodes
+
+
+def episode_of(key: str) -> str:
+    """'dataset/episode@start' -> 'episode'."""
+    return key.rsplit("/", 1)[-1].split("@", 1)[0]
+
+
+def collect_clips(path: str | Path, registry: Registry, episodes: tuple[int, int], model, context_frames: int,
+                  horizon: int, limit: int, seed: int, batch_size: int = 8) -> dict:
+    """Up to `limit` clips of episodes [lo, hi) of one dataset, as the training loader cuts them, concatenated:
+    arrays with a leading clip axis, and 'key' a list of 'dataset/episode@start'."""
+    from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
+
+    cfg = LoaderConfig(datasets=(MixtureEntry(str(path), episodes=tuple(episodes)),), registry=str(registry.root),
+                       context_frames=context_frames, future_frames=horizon, image_size=tuple(model.cfg.image_size),
+                       batch_size=max(1, min(batch_size, limit)), seed=seed, max_action_tokens=model.cfg.max_action_tokens)
+    loader = ClipLoader(cfg, rank=0, world_size=1)
+    parts: dict[str, list] = {}
+    n = 0
+    # The loader yields a shard's clips together, so its first `limit` clips may all come from one episode: read
+    # up to POOL_FACTOR times more, then take them round-robin over the episodes (clips of many episodes)
+    for batch in loader:  # one epoch: every clip of the range once, in the loader's seeded order
+        for k in ("frames", *ACTION_KEYS, "embodiment", "control_hz", "key"):
+            parts.setdefault(k, []).append(batch[k])
+        n += len(batch["key"])
+        if n >= limit * POOL_FACTOR:
+            break
+    keys = sum(parts["key"], [])
+    pick = spread_over_episodes(keys, limit)
+    return {k: [keys[i] for i in pick] if k == "key" else np.concatenate(v)[pick] for k, v in parts.items()}
+
+
+def spread_over_episodes(keys: list[str], limit: int) -> list[int]:
+    """Indices of up to `limit` keys taken round-robin over their episodes (first seen first), in that order."""
+    by_episode: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_episode.setdefault(episode_of(k), []).append(i)
+    queues = list(by_episode.values())
+    out: list[int] = []
+    for rank in range(max(map(len, queues), default=0)):
+        out += [q[rank] for q in queues if rank < len(q)]
+    return out[:limit]
+
+
+def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | None]:
+    """For clip i, the index in the pool of the first clip after position i (cyclically) from another episode, or
+    None when the pool holds no other episode. The pool starts with the clips themselves, so clip i's partner is
+    usually clip i+1: each clip's actions serve once as a counterfactual."""
+    out: list[int | None] = []
+    for i, key in enumerate(keys):
+        ep = episode_of(key)
+        n = len(pool_keys)
+        out.append(next(((i + o) % n for o in range(1, n + 1) if episode_of(pool_keys[(i + o) % n]) != ep), None))
+    return out
+
+
+def _frames_metrics(model, real: np.ndarray, gen: np.ndarray, device: torch.device) -> tuple[np.ndarray, ...]:
+    lat = M.latent_mse(model, torch.from_numpy(real).to(device), torch.from_numpy(gen).to(device))
+    return M.psnr(real, gen), M.ssim(real, gen), lat
+
+
+def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
+                     horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
+                     progress: bool = True) -> DatasetResult:
+    ds = open_dataset(path)
+    rng = tuple(episodes) if episodes is not None else default_heldout(ds.episodes)
+    if not 0 <= rng[0] < rng[1] <= ds.episodes:
+        raise DataError(f"{ds.root}: episodes: [{rng[0]}, {rng[1]}) is not a non-empty range within the dataset's "
+                        f"{ds.episodes} episodes")
+    C, H = context_frames, horizon
+    data = collect_clips(path, registry, rng, model, C, H, clips, seed)
+    keys = data["key"]
+    notes = []
+    # counterfactual actions: another held-out clip of another episode; when the held-out range is one episode,
+    # clips of the other episodes of the dataset (their actions only: the frames compared are still held out)
+    pool = {k: data[k] for k in (*ACTION_KEYS, "key")}
+    if len({episode_of(k) for k in keys}) < 2 and ds.episodes > 1:
+        other = (0, rng[0]) if rng[0] > 0 else (rng[1], ds.episodes)
+        try:
+            extra = collect_clips(path, registry, other, model, C, H, clips, seed + 1)
+            pool = {k: (pool[k] + extra[k]) if k == "key" else np.concatenate([pool[k], extra[k]]) for k in pool}
+            notes.append(f"counterfactual actions from episodes [{other[0]}, {other[1]}): the held-out range is one episode")
+        except DataError as e:  # too short to cut a clip from: dPSNR stays undefined, said in the report
+            notes.append(f"no counterfactual actions: {e}")
+    partner = pick_counterfactuals(keys, pool["key"])
+    if any(p is None for p in partner):
+        notes.append("dPSNR undefined for clips with no clip of another episode to take actions from")
+
+    N = len(keys)
+    vals = {k: np.full((N, H), np.nan) for k in METRICS}
+    kept: list[Example] = []
+    bar = tqdm(total=N, desc=f"rollouts {ds.name}", unit="clip", leave=False, disable=not progress)
+    bs = 8
+    for s in range(0, N, bs):
+        idx = np.arange(s, min(N, s + bs))
+        frames = data["frames"][idx]
+        real = frames[:, C:]
+        context = torch.from_numpy(frames[:, :C]).to(device)
+        emb = torch.from_numpy(data["embodiment"][idx]).to(device)
+        hz = torch.from_numpy(data["control_hz"][idx]).to(device)
+        acts = {k: torch.from_numpy(data[k][idx]).to(device) for k in ACTION_KEYS}
+        torch.manual_seed(seed + s)  # the same noise for the real and the counterfactual rollout of a batch
+        gen = model.rollout(context, acts, emb, hz, horizon=H, steps=steps).cpu().numpy()
+        vals["psnr"][idx], vals["ssim"][idx], vals["latent_mse"][idx] = _frames_metrics(model, real, gen, device)
+        last = np.repeat(frames[:, C - 1:C], H, axis=1)
+        vals["baseline_psnr"][idx], vals["baseline_ssim"][idx] = M.psnr(real, last), M.ssim(real, last)
+        has_cf = np.array([partner[i] is not None for i in idx])
+        cf = None
+        if has_cf.any():
+            src = np.array([partner[i] if partner[i] is not None else 0 for i in idx])
+            cf_acts = {k: torch.from_numpy(pool[k][src]).to(device) for k in ACTION_KEYS}
+            torch.manual_seed(seed + s)
+            cf = model.rollout(context, cf_acts, emb, hz, horizon=H, steps=steps).cpu().numpy()
+            cf_psnr = np.where(has_cf[:, None], M.psnr(real, cf), np.nan)
+            vals["counterfactual_psnr"][idx] = cf_psnr
+            vals["dpsnr"][idx] = vals["psnr"][idx] - cf_psnr
+        for j, i in enumerate(idx):
+            if len(kept) < examples:
+                p = partner[i]
+                kept.append(Example(keys[i], frames[j, :C], real[j], gen[j], cf[j] if cf is not None and p is not None else None,
+                                    pool["key"][p] if p is not None else None))
+        bar.update(len(idx))
+    bar.close()
+    tok = registry.load(ds.name)
+    return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys),
+                         [pool["key"][p] if p is not None else None for p in partner], vals, kept, notes)
+
+
+def check_embodiments(paths: list[Path], config: dict) -> None:
+    """Refuse a dataset whose tokenizer the model was not trained with (its embodiment token means nothing to it),
+    and two datasets of one embodiment (one table per embodiment)."""
+    seen: dict[str, Path] = {}
+    for p in paths:
+        name = open_dataset(p).name
+        if name not in config["tokenizers"]:
+            raise DataError(f"{p}: dataset of tokenizer '{name}', which the model was not trained with (it knows "
+                            f"{', '.join(config['tokenizers'])}); fine-tune it on '{name}' first")
+        if name in seen:
+            raise DataError(f"{p}: a second dataset of '{name}' (the first: {seen[name]}); evaluate one per embodiment")
+        seen[name] = p
+
+
+def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, datasets: list[str | Path], *,
+             episodes: tuple[int, int] | None = None, context_frames: int = 2, horizon: int = 6, clips: int = 16,
+             steps: int = 4, seed: int = 0, device: str = "cpu", examples: int = 3, progress: bool = True) -> EvalResult:
+    """Roll out the exported model on held-out clips of each dataset (default: its last 20% of episodes) and
+    measure it per horizon step against the real frames, copy-last and counterfactual actions."""
+    from unified_action.training.export import load_pretrained
+
+    reg = registry if isinstance(registry, Registry) else Registry(registry)
+    model, config = load_pretrained(export_dir, reg)  # refuses tokenizers whose hash changed since training
+    if not datasets:
+        raise UnifiedActionError("eval: expected at least one dataset")
+    for what, v, lo in (("context_frames", context_frames, 1), ("horizon", horizon, 1), ("clips", clips, 1),
+                        ("steps", steps, 1), ("examples", examples, 0)):
+        if v < lo:
+            raise UnifiedActionError(f"eval: {what}: expected >= {lo}, got {v}")
+    if context_frames >= model.cfg.max_frames:
+        raise UnifiedActionError(f"eval: context_frames: {context_frames}, the model's window holds {model.cfg.max_frames} "
+                                 f"frames with the one it generates: use at most {model.cfg.max_frames - 1}")
+    paths = [Path(p) for p in datasets]
+    check_embodiments(paths, config)
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    results = [evaluate_dataset(model, reg, p, episodes, context_frames=context_frames, horizon=horizon, clips=clips,
+                                steps=steps, seed=seed, device=dev, examples=examples, progress=progress) for p in paths]
+    return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results)

@@ -1,0 +1,258 @@
+"""Few-shot fine-tuning of a pretrained world model on a new embodiment: register it, choose what trains, train.
+
+`finetune(cfg)` runs a job whose `finetune:` section names a pretrained export. Before training, every
+dataset whose tokenizer the registry lacks is registered from the very episodes the job trains on (its
+first K), through `uact tokenizer register`'s code path; registration only appends ids, and the pretrained
+model's tokenizers are checked by content hash first (a registry missing one of them could hand its
+embodiment id to the newcomer). Then the pretraining Trainer runs unchanged (checkpoints, exact resume, NaN
+guard) with one hook applied after the pretrained weights are loaded and before DeepSpeed sees the model:
+
+    full     everything trains, as in pretraining.
+    lora     frozen base; low-rank adapters on every block's attention (spatial and temporal qkv, proj) and MLP
+             linears; the action encoder (the new embodiment's tokens need embeddings) and the adaLN
+             modulation (blocks' and final `ada`) train whole.
+    adapter  only the new embodiment's own rows (its embodiment token, its BPE block, embedding rows of slots
+             no pretrained tokenizer uses) and the adaLN modulation train. Every other row of the embedding
+             tables stays bit-exact: their gradient is masked and the tables are not weight-decayed.
+
+The export merges the adapters into the base weights: it is a plain WorldModel (`load_pretrained` loads it)
+whose config lists the pretrained tokenizers and the new ones with their hashes, and the mode it was tuned with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unified_action.errors import ConfigError
+from unified_action.training.config import TrainConfig
+
+MODES = ("full", "lora", "adapter")
+
+
+class LoRALinear(nn.Linear):
+    """A frozen Linear plus a trainable low-rank update x A^T B^T * alpha/rank; B starts at zero, so until it moves
+    the layer computes exactly what its base did (LoRA, Hu et al. 2021).
+
+    Not `peft`: peft requires transformers, accelerate and huggingface_hub (nothing else here needs them), wraps
+    the model in a PeftModel whose state-dict keys differ from a WorldModel's, and knows neither our checkpoints nor
+    our export. This keeps the base layer's own `weight`/`bias` parameters (and keys), with `lora_A`/`lora_B`
+    beside them, so `merge_lora` turns a checkpoint back into a plain WorldModel state dict."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        nn.Module.__init__(self)  # not nn.Linear's: the base's parameters are adopted, not re-created
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        for p in (self.weight, self.bias):
+            if p is not None:
+                p.requires_grad_(False)
+        self.rank, self.scale = rank, alpha / rank
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's and the paper's init of A
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, scale={self.scale:g}"
+
+
+def lora_targets(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of every linear LoRA adapts: each block's spatial/temporal qkv and proj, its MLP's two."""
+    out = []
+    for block in model.blocks:
+        for attn in (block.spatial, block.temporal):
+            out += [(attn, "qkv"), (attn, "proj")]
+        out += [(block.mlp, str(i)) for i, m in enumerate(block.mlp) if isinstance(m, nn.Linear)]
+    return out
+
+
+def merge_lora(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """A state dict with `<layer>.lora_A/B` -> the plain one: weight + scale * B @ A (in fp32), adapter keys dropped."""
+    out = {k: v for k, v in state.items() if not k.endswith((".lora_A", ".lora_B"))}
+    for key in state:
+        if key.endswith(".lora_A"):
+            layer = key[: -len(".lora_A")]
+            a, b, w = state[key].float(), state[f"{layer}.lora_B"].float(), state[f"{layer}.weight"]
+            out[f"{layer}.weight"] = (w.float() + scale * (b @ a)).to(w.dtype)
+    return out
+
+
+def _mask_rows(param: nn.Parameter, rows: set[int]) -> torch.Tensor:
+    """Only `rows` of this embedding table get a gradient (a hook zeroes the rest before any optimizer sees it)."""
+    mask = torch.zeros(param.shape[0], 1)
+    mask[sorted(rows)] = 1.0
+    param.register_hook(lambda g: g * mask.to(device=g.device, dtype=g.dtype))
+    return mask
+
+
+def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows: set[int], rank: int = 8,
+                alpha: float = 16.0) -> tuple[list[nn.Parameter], int]:
+    """Apply a fine-tuning mode to a WorldModel in place -> (parameters kept out of weight decay, trainable count).
+
+    token_rows: ids of the action-token table only the new embodiments use; slot_rows: rows of the slot table
+    (slot id + 1) no pretrained tokenizer uses. Only `adapter` mode reads them."""
+    if mode not in MODES:
+        raise ConfigError(f"finetune.mode: {mode!r}, expected one of {', '.join(MODES)}")
+    enc = model.actions
+    if mode == "full":
+        return [], sum(p.numel() for p in model.parameters())
+    model.requires_grad_(False)
+    for m in [*(b.ada for b in model.blocks), model.final.ada]:  # adaLN: how conditioning steers every layer
+        m.requires_grad_(True)
+    # Decoupled weight decay would shrink the rows of embodiments absent from the few-shot data, with no signal
+    # to hold them: what pretraining learned would fade. Embedding tables are therefore never decayed here.
+    no_decay = [enc.token.weight, enc.slot.weight, enc.step.weight, enc.position.weight]
+    if mode == "lora":
+        for parent, name in lora_targets(model):
+            setattr(parent, name, LoRALinear(getattr(parent, name), rank, alpha))
+        enc.requires_grad_(True)  # the whole action encoder: the new embodiment's tokens must get embeddings
+        return no_decay, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # adapter: the new embodiment's own rows only. The step/position embeddings and the attention pooling stay
+    # frozen: they mean the same for every embodiment and were learned from far more data than K episodes give;
+    # training them would change how every pretrained embodiment's actions are read.
+    enc.token.weight.requires_grad_(True)
+    _mask_rows(enc.token.weight, token_rows)
+    if slot_rows:  # slots new to the model have only their random initial rows
+        enc.slot.weight.requires_grad_(True)
+        _mask_rows(enc.slot.weight, slot_rows)
+    width = enc.token.weight.shape[1]
+    ada = sum(p.numel() for m in [*(b.ada for b in model.blocks), model.final.ada] for p in m.parameters())
+    return no_decay[:2], ada + (len(token_rows) + len(slot_rows)) * width
+
+
+def owned_rows(registry, new: list[str], pretrained: list[str]) -> tuple[set[int], set[int]]:
+    """(token ids, slot-table rows) the new tokenizers use and no pretrained one does."""
+    def rows(names):
+        tokens, slots = set(), set()
+        for n in names:
+            s = registry.spec(n)
+            tokens.add(s.embodiment_token)
+            if s.bpe_start is not None:
+                tokens.update(range(s.bpe_start, s.bpe_start + s.bpe_size))
+            slots.update(i + 1 for i in s.slot_ids)  # the encoder's slot row is slot id + 1
+        return tokens, slots
+    (t_new, s_new), (t_old, s_old) = rows(new), rows(pretrained)
+    return t_new - t_old, s_new - s_old
+
+
+# ------------------------------------------------------------------------------------------------ the job
+def export_config(path: str | Path) -> dict:
+    """config.json of an export directory (the weights are loaded later, by the Trainer)."""
+    from unified_action.training.export import CONFIG, WEIGHTS, read_export
+
+    p = Path(path)
+    if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
+        read_export(p)  # raises its one-line "not an export directory"
+    return json.loads((p / CONFIG).read_text())
+
+
+def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[str]]:
+    """Check the job against its pretrained export -> (job with K applied, export config, new tokenizer names).
+
+    The registry must hold every tokenizer the pretrained model knows, by content hash: registering a newcomer
+    into a registry missing one could give it that embodiment's id. Registers nothing."""
+    from unified_action.data.dataset import open_dataset
+    from unified_action.tokenization import Registry
+    from unified_action.training.export import check_tokenizers
+    from unified_action.training.trainer import _check_datasets
+
+    where = where or cfg.name
+    fs = cfg.finetune
+    if fs is None:
+        raise ConfigError(f"{where}: finetune: missing; a fine-tuning job names its pretrained export in finetune.init_from")
+    _check_datasets(cfg, where)
+    pre = export_config(fs.init_from)
+    check_tokenizers(pre, Registry(cfg.data.registry), fs.init_from)
+    datasets, new = [], []
+    for e in cfg.data.datasets:
+        name = open_dataset(e.path).name
+        if name not in pre["tokenizers"]:
+            new.append(name)
+            if fs.episodes is not None and e.episodes is None:
+                e = e.model_copy(update={"episodes": (0, fs.episodes)})
+        datasets.append(e)
+    data = cfg.data.model_copy(update={"datasets": datasets})
+    return cfg.model_copy(update={"data": data}), pre, sorted(set(new))
+
+
+def register_new(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[str]:
+    """Register the tokenizer of every dataset the registry lacks, from the episodes the job trains on,
+    as `uact tokenizer register --data <dataset>` would. -> names registered."""
+    from unified_action.cli.tokenizer import shard_episodes
+    from unified_action.data.dataset import open_dataset
+    from unified_action.tokenization import Registry
+
+    reg = Registry(cfg.data.registry)
+    done = []
+    for e in cfg.data.datasets:
+        ds = open_dataset(e.path)
+        if ds.name in reg.names():
+            continue
+        episodes, stats = shard_episodes(ds.root, ds.card, e.episodes)
+        tok = reg.register(ds.card, episodes, stats=stats)
+        log(f"registered '{ds.name}' from {len(episodes)} episodes of {ds.root} (embodiment token "
+            f"{tok.spec.embodiment_token}, hash {tok.content_hash[:12]})")
+        done.append(ds.name)
+    return done
+
+
+def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = True, overwrite: bool = False):
+    """This process's Trainer of a fine-tuning job: checked, new tokenizers registered (by rank 0), mode applied."""
+    from unified_action.tokenization import Registry
+    from unified_action.training.distributed import barrier, init_distributed
+    from unified_action.training.trainer import Adaptation, Trainer
+
+    cfg, pre, new = prepare(cfg, config_path)
+    fs = cfg.finetune
+    dist = init_distributed()
+    if dist.is_main:
+        register_new(cfg)
+    barrier()  # every rank reads the registry only once rank 0 has written it
+    registry = Registry(cfg.data.registry)
+    pretrained = sorted(pre["tokenizers"])
+
+    def adapt(model: nn.Module) -> Adaptation:
+        tokens, slots = owned_rows(registry, new, pretrained)
+        no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, rank=fs.lora_rank,
+                                          alpha=fs.lora_alpha)
+        total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
+        info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
+                "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,
+                **({"lora_rank": fs.lora_rank, "lora_alpha": fs.lora_alpha} if fs.mode == "lora" else {})}
+        summary = (f"finetune {fs.mode}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); "
+                   f"new embodiments: {', '.join(new) or 'none'}")
+        return Adaptation(info=info, no_decay=no_decay, tokenizers=pretrained, summary=summary)
+
+    return Trainer(cfg, config_path=config_path, resume=resume, overwrite=overwrite, init_from=fs.init_from,
+                   dist=dist, adapt=adapt)
+
+
+def export_merged(ckpt: Path, out: Path, scale: float, init_from: str | Path) -> Path:
+    """The export of a lora/adapter run (export_checkpoint calls it): adapters merged into their base weights, frozen weights from the
+    pretrained export. A ZeRO-1 checkpoint's consolidated fp32 weights are the optimizer's, so frozen parameters
+    are absent; they are by construction the pretrained ones, taken from there in fp32 (not a bf16 copy)."""
+    from unified_action.training.checkpoint import MARKER
+    from unified_action.training.export import consolidated_state_dict, read_export, write_export
+
+    meta = json.loads((Path(ckpt) / MARKER).read_text())
+    trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
+    state = consolidated_state_dict(Path(ckpt))
+    _, pretrained = read_export(init_from)
+    state = {**{k: v for k, v in pretrained.items() if k not in state}, **state}
+    return write_export(merge_lora(state, scale), meta, out, trained)
+
+
+def finetune(cfg: TrainConfig, *, config_path: str = "", resume: bool = True, overwrite: bool = False,
+             stop_at: int | None = None, progress: bool = True):
+    """Fine-tune to the end (or `stop_at`) -> trainer.RunResult; every process of the job calls it."""
+    trainer = finetune_trainer(cfg, config_path=config_path, resume=resume, overwrite=overwrite)
+    return trainer.run(stop_at=stop_at, progress=progress)
