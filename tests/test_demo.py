@@ -1,21 +1,48 @@
-"""`uact demo` end to end on real simulators; a second run reuses every finished stage."""
+"""`uact demo` end to end on real simulators (a small plan): every stage runs, and a second run reuses them all."""
 
 import json
 
 import pytest
 from support import CARDS
 
-from unified_action.demo import DEMO_DATASETS, run_demo
+from unified_action.demo import DemoDataset, DemoPlan, heldout_split, run_demo
+from unified_action.tokenization import Registry
+
+SMALL = DemoPlan(
+    pretrain=(DemoDataset("gym_pusht", 3, 30), DemoDataset("ale_pong", 3, 30), DemoDataset("carracing", 3, 30)),
+    heldout=DemoDataset("metaworld_pick_place", 4, 30, style="waypoint"), shots=2, image_size=32,
+    future_frames=2, micro_batch=2, pretrain_steps=4, finetune_steps=3, model_overrides={"depth": 1},
+    eval_horizon=3, eval_clips=2)
+
+
+def test_heldout_split_matches_the_evaluation_default():
+    assert heldout_split(10) == ((0, 8), (8, 10))
+    assert heldout_split(3) == ((0, 2), (2, 3))
 
 
 @pytest.mark.slow
-def test_demo_runs_and_reuses_stages(tmp_path):
-    summary = run_demo(tmp_path, CARDS)
-    assert set(summary) == {d.card for d in DEMO_DATASETS}
-    assert all(v["invalid"] == 0 for v in summary.values())
-    tokens = {v["embodiment_token"] for v in summary.values()}
-    assert len(tokens) == len(DEMO_DATASETS)
+def test_demo_runs_every_stage_and_reuses_them(tmp_path):
+    summary = run_demo(tmp_path, CARDS, SMALL)
+    names = {"gym_pusht", "ale_pong", "carracing", "metaworld_pick_place"}
+    assert set(summary["metrics"]) == names
+    assert all(m["psnr"] is not None and m["baseline_psnr"] is not None for m in summary["metrics"].values())
+
+    # one vocabulary: four embodiments, and the pretrained three kept their ids through the few-shot registration
+    pre = json.loads((tmp_path / "pretrain/export/config.json").read_text())
+    tuned = json.loads((tmp_path / "finetune_lora/export/config.json").read_text())
+    assert set(pre["tokenizers"]) == names - {"metaworld_pick_place"} and set(tuned["tokenizers"]) == names
+    assert all(tuned["embodiments"][n] == pre["embodiments"][n] and tuned["tokenizers"][n] == pre["tokenizers"][n]
+               for n in pre["tokenizers"])
+    assert tuned["trained"]["run"]["finetune"]["episodes"] == 2
+    assert len(Registry(tmp_path / "tokenizers").names()) == 4
+
+    # pretraining never saw the held-out episodes: the registry fitted each tokenizer on the training episodes only
+    metrics = json.loads((tmp_path / "report/metrics.json").read_text())
+    assert {n: tuple(r["episodes"]) for n, r in metrics["datasets"].items()} == {n: (2, 3) for n in names - {"metaworld_pick_place"}} | {"metaworld_pick_place": (3, 4)}
+    html = (tmp_path / "report/report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 8 and all(n in html for n in names)
+
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and p.name != "summary.json"}
-    again = run_demo(tmp_path, CARDS)
-    assert again == json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recorded or registered again
+    again = run_demo(tmp_path, CARDS, SMALL)
+    assert again == summary
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recorded, trained or evaluated again

@@ -1,27 +1,27 @@
-"""The main job on embedded defaults: what exists of the pipeline, end to end, re-using finished stages.
+"""`uact demo`: the whole pipeline on embedded defaults, on one CPU machine, re-using every finished stage.
 
-Now: record action episodes from real simulators (a robot arm, a game, a vehicle), register their
-tokenizers into one shared vocabulary, and report the round trip. Later issues add frames, pretraining,
-few-shot fine-tuning and the HTML report.
+1. record   small datasets from real simulators: a robot (Push-T), a game (Atari Pong) and a vehicle
+            (CarRacing) for pretraining, and a second robot (Meta-World Sawyer, pick-place) held out of it;
+2. pretrain register the three tokenizers into one shared vocabulary (from the training episodes only) and
+            pretrain the `tiny` world model on their mixture with DeepSpeed;
+3. finetune register the held-out robot's tokenizer from K episodes (existing ids untouched) and fine-tune
+            the pretrained model on them with LoRA;
+4. eval     open-loop rollouts on held-out episodes of all four embodiments: PSNR, SSIM, latent MSE and dPSNR
+            against copy-last, written as an HTML report with rollout strips, GIFs and plots.
+
+Every dataset keeps its last 20% of episodes out of training (evaluation.rollouts.default_heldout), so the
+report is measured on episodes no stage trained on. A stage is skipped when its output is complete (a
+dataset's manifest, a run's export); a killed run resumes from its last complete checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from rich.console import Console
-from rich.table import Table
-from tqdm import tqdm
-
-from unified_action.cards import load_card
 from unified_action.console import make_console
-from unified_action.sims import record_actions
-from unified_action.tokenization import Registry
-from unified_action.tokenization.episodes import load_episodes
 
 
 @dataclass(frozen=True)
@@ -29,67 +29,170 @@ class DemoDataset:
     card: str  # data_cards/<card>.md
     episodes: int
     steps: int
-    style: str = "smooth"
+    style: str = "smooth"  # behaviour policy for continuous actions (smooth or waypoint)
 
 
-# One robot arm, one game, one vehicle: small enough for minutes on a 2-core CPU.
-DEMO_DATASETS = (
-    DemoDataset("metaworld_pick_place", episodes=30, steps=240, style="waypoint"),
-    DemoDataset("ale_pong", episodes=12, steps=200),
-    DemoDataset("carracing", episodes=8, steps=150),
-)
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything the demo does, sized for ~15 minutes on a 2-core CPU (tests run a smaller one)."""
+
+    pretrain: tuple[DemoDataset, ...] = (
+        DemoDataset("gym_pusht", episodes=16, steps=100),  # robot: planar pushing
+        DemoDataset("ale_pong", episodes=16, steps=100),  # game: Atari joystick
+        DemoDataset("carracing", episodes=16, steps=100),  # vehicle: steering, gas, brake
+    )
+    heldout: DemoDataset = DemoDataset("metaworld_pick_place", episodes=10, steps=100, style="waypoint")  # new robot
+    shots: int = 5  # K: episodes of the new robot fine-tuning sees
+    image_size: int = 64
+    context_frames: int = 2
+    future_frames: int = 4
+    micro_batch: int = 8
+    pretrain_steps: int = 300
+    finetune_steps: int = 100
+    finetune_mode: str = "lora"
+    model_overrides: dict = field(default_factory=dict)
+    eval_horizon: int = 6  # past the 6-frame training window: the rollout slides
+    eval_clips: int = 8
+    seed: int = 0
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)  # a killed run never leaves a half-written episode under the final name
+def heldout_split(n_episodes: int) -> tuple[int, int]:
+    """(training episodes [0, a), held-out [a, n)): the evaluation's default split, so the report's clips are unseen."""
+    from unified_action.evaluation.rollouts import default_heldout
+
+    lo, _ = default_heldout(n_episodes)
+    return (0, lo), (lo, n_episodes)
 
 
-def record_stage(cards_dir: Path, out: Path, console: Console) -> dict[str, Path]:
+def _ds_json(out: Path) -> Path:
+    """The demo's own DeepSpeed JSON (ZeRO-1; the job owns batch, clipping and precision), so it runs from anywhere."""
+    path = out / "zero1.json"
+    if not path.is_file():
+        path.write_text(json.dumps({"zero_optimization": {"stage": 1}}, indent=1) + "\n")
+    return path
+
+
+def _job(plan: DemoPlan, out: Path, name: str, datasets: list[dict], steps: int, lr: float, **extra):
+    from unified_action.training.config import TrainConfig
+
+    return TrainConfig.model_validate({
+        "name": name, "out": str(out / name),
+        "model": {"size": "tiny", "overrides": dict(plan.model_overrides)},
+        "data": {"registry": str(out / "tokenizers"), "datasets": datasets, "context_frames": plan.context_frames,
+                 "future_frames": plan.future_frames, "image_size": [plan.image_size] * 2, "num_workers": 0},
+        "optim": {"lr": lr, "min_lr": lr / 10, "warmup_steps": max(1, steps // 10)},
+        "train": {"steps": steps, "micro_batch": plan.micro_batch, "deepspeed": str(_ds_json(out)), "seed": plan.seed,
+                  "checkpoint_every": max(1, steps // 2), "keep_checkpoints": 1, "log_every": max(1, steps // 10)},
+        **extra,
+    })
+
+
+def record_stage(plan: DemoPlan, cards_dir: Path, out: Path, log) -> dict[str, Path]:
+    from unified_action.data.convert import SourceSpec, WriteSettings, write_dataset
+
     dirs = {}
-    for ds in tqdm(DEMO_DATASETS, desc="record episodes from simulators", unit="dataset"):
-        card = load_card(cards_dir / f"{ds.card}.md")
-        d = out / "episodes" / ds.card
-        dirs[ds.card] = d
-        if (d / "DONE").is_file():
-            continue
-        d.mkdir(parents=True, exist_ok=True)
-        for i, ep in enumerate(record_actions(card, ds.episodes, ds.steps, seed=1000, style=ds.style)):
-            _save_npy(d / f"episode_{i:04d}.npy", ep)
-        (d / "DONE").write_text(f"{ds.episodes} episodes\n")
-        console.log(f"recorded {ds.episodes} episodes of {ds.card} from {card.header.source.env_id}")
+    for d in (*plan.pretrain, plan.heldout):
+        spec = SourceSpec(str(cards_dir / f"{d.card}.md"), "sim", episodes=d.episodes, steps=d.steps, seed=1000,
+                          style=d.style)
+        ds = write_dataset(spec, out / "data" / d.card, workers=2, log=log,
+                           settings=WriteSettings(image_size=(plan.image_size, plan.image_size)))
+        dirs[d.card] = ds.root
     return dirs
 
 
-def register_stage(cards_dir: Path, dirs: dict[str, Path], registry: Registry, console: Console) -> None:
-    for name, d in dirs.items():
-        card = load_card(cards_dir / f"{name}.md")
-        if name in registry.names() and registry.spec(name).card_sha256 == card.content_hash:
-            continue
-        registry.register(card, load_episodes(d, card), force=name in registry.names(), log=console.log)
+def _done(run: Path, steps: int) -> Path | None:
+    """The run's export when it is complete and from the planned number of steps."""
+    cfg = run / "export" / "config.json"
+    if cfg.is_file() and json.loads(cfg.read_text())["trained"]["step"] == steps:
+        return run / "export"
+    return None
 
 
-def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")) -> dict:
+def pretrain_stage(plan: DemoPlan, dirs: dict[str, Path], out: Path, log) -> Path:
+    from unified_action.data.dataset import open_dataset
+    from unified_action.training.finetune import register_new
+    from unified_action.training.trainer import pretrain
+
+    datasets = [{"path": str(dirs[d.card]), "episodes": list(heldout_split(open_dataset(dirs[d.card]).episodes)[0])}
+                for d in plan.pretrain]
+    cfg = _job(plan, out, "pretrain", datasets, plan.pretrain_steps, lr=1e-3)
+    done = _done(out / "pretrain", plan.pretrain_steps)
+    if done is not None:
+        log(f"pretrain: {done} is complete, reused")
+        return done
+    register_new(cfg, log=log)  # from the training episodes only: the held-out ones stay unseen
+    return pretrain(cfg, config_path="uact demo").export
+
+
+def finetune_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, out: Path, log) -> Path:
+    from unified_action.data.dataset import open_dataset
+    from unified_action.training.finetune import finetune
+
+    train, _ = heldout_split(open_dataset(dirs[plan.heldout.card]).episodes)
+    shots = min(plan.shots, train[1])
+    cfg = _job(plan, out, f"finetune_{plan.finetune_mode}", [{"path": str(dirs[plan.heldout.card])}],
+               plan.finetune_steps, lr=5e-4,
+               finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots})
+    done = _done(out / cfg.name, plan.finetune_steps)
+    if done is not None:
+        log(f"finetune: {done} is complete, reused")
+        return done
+    return finetune(cfg, config_path="uact demo").export
+
+
+def eval_stage(plan: DemoPlan, dirs: dict[str, Path], model: Path, out: Path, log) -> tuple[Path, dict]:
+    from unified_action.evaluation import evaluate, write_report
+
+    report = out / "report"
+    if (report / "report.html").is_file() and (report / "metrics.json").is_file() and \
+            json.loads((report / "metrics.json").read_text()).get("model") == str(model):
+        log(f"eval: {report} is complete, reused")
+        return report / "report.html", json.loads((report / "metrics.json").read_text())
+    names = [d.card for d in (*plan.pretrain, plan.heldout)]
+    result = evaluate(model, out / "tokenizers", [dirs[n] for n in names], context_frames=plan.context_frames,
+                      horizon=plan.eval_horizon, clips=plan.eval_clips, seed=plan.seed)
+    return write_report(result, report), result.to_json()
+
+
+def _summary_table(metrics: dict, heldout: str):
+    from rich.table import Table
+
+    t = Table(title="held-out episodes: open-loop rollouts (mean over the horizon)")
+    for c in ("embodiment", "dataset", "PSNR", "copy-last PSNR", "SSIM", "copy-last SSIM", "dPSNR"):
+        t.add_column(c)
+    def fmt(o: dict, k: str, digits: int = 2) -> str:
+        return "n/a" if o.get(k) is None else f"{o[k]:.{digits}f}"
+
+    for name, r in metrics["datasets"].items():
+        o = r["overall"]
+        t.add_row(r["embodiment"], name + (" (new, few-shot)" if name == heldout else ""), fmt(o, "psnr"),
+                  fmt(o, "baseline_psnr"), fmt(o, "ssim", 3), fmt(o, "baseline_ssim", 3), fmt(o, "dpsnr"))
+    return t
+
+
+def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards"), plan: DemoPlan = DemoPlan()) -> dict:
     console = make_console()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    registry = Registry(out / "tokenizers")
-    dirs = record_stage(cards_dir, out, console)
-    register_stage(cards_dir, dirs, registry, console)
-    table = Table(title="registered tokenizers: held-out round trip")
-    for col in ("tokenizer", "embodiment", "token", "kind", "slots", "tokens/chunk", "RMSE (norm.)", "invalid"):
-        table.add_column(col, overflow="fold")
-    summary = {}
-    for name in dirs:
-        s = registry.spec(name)
-        h = s.heldout
-        table.add_row(name, s.embodiment, str(s.embodiment_token), s.kind, str(len(s.slots)), f"{h['tokens_mean']:.1f}",
-                      f"{h['rmse_normalized']:.4f}", str(h["invalid"]))
-        summary[name] = {"embodiment_token": s.embodiment_token, "content_hash": registry.content_hash(name), **h}
-    console.print(table)
-    vocab = registry.vocabulary()
-    console.print(f"shared vocabulary: layout v{vocab.version}, {vocab.size} ids, {len(vocab.embodiments)} embodiments")
+    t0 = time.perf_counter()
+    stages = [("record", "datasets from real simulators"), ("pretrain", "tiny on robot + game + vehicle"),
+              ("finetune", f"{plan.finetune_mode} on {plan.heldout.card}, K={plan.shots}"), ("eval", "held-out rollouts")]
+
+    def head(i: int) -> None:
+        console.rule(f"[{i + 1}/{len(stages)}] {stages[i][0]}: {stages[i][1]}  ({time.perf_counter() - t0:.0f} s)")
+
+    head(0)
+    dirs = record_stage(plan, Path(cards_dir), out, console.log)
+    head(1)
+    pretrained = pretrain_stage(plan, dirs, out, console.log)
+    head(2)
+    tuned = finetune_stage(plan, dirs, pretrained, out, console.log)
+    head(3)
+    html, metrics = eval_stage(plan, dirs, tuned, out, console.log)
+    console.print(_summary_table(metrics, plan.heldout.card))
+    summary = {"pretrained": str(pretrained), "finetuned": str(tuned), "report": str(html),
+               "datasets": {k: str(v) for k, v in dirs.items()},
+               "metrics": {n: r["overall"] for n, r in metrics["datasets"].items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    console.print(f"wrote {out / 'summary.json'}")
+    console.print(f"report: {html}  (open it in a browser)   total {time.perf_counter() - t0:.0f} s")
     return summary

@@ -216,6 +216,21 @@ def test_resize_vocab_keeps_rows_and_behaviour():
         model.resize_vocab(100)
 
 
+def test_resize_action_tokens_keeps_positions_and_behaviour():
+    """A new embodiment's longer chunks: the position table grows, what the model did with short chunks stays."""
+    torch.manual_seed(0)
+    model = wake(WorldModel(tiny()))
+    batch = make_batch(model.cfg)
+    c = model.conditioning(batch, batch["embodiment"], batch["control_hz"])
+    model.resize_action_tokens(40)
+    assert model.cfg.max_action_tokens == 40 and model.actions.position.weight.shape[0] == 40
+    assert torch.equal(c, model.conditioning(batch, batch["embodiment"], batch["control_hz"]))
+    model(make_batch(model.cfg, P=40))  # chunks of 40 tokens now fit
+    assert model.state_dict().keys() == WorldModel(model.cfg).state_dict().keys()
+    with pytest.raises(UnifiedActionError, match="fewer than the 40 tokens"):
+        model.resize_action_tokens(12)
+
+
 def test_flops_per_clip():
     model = WorldModel(tiny())
     assert 0 < model.flops_per_clip(4) < model.flops_per_clip(8)

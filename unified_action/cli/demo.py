@@ -11,7 +11,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where everything is written (stages are reused)."),
     cards: Path = typer.Option(Path("data_cards"), "--cards", help="Directory of data cards."),
 ) -> None:
-    """Record from real simulators, register tokenizers into one vocabulary, report the round trip."""
+    """Record a robot, a game and a vehicle, pretrain `tiny`, fine-tune few-shot on a held-out robot, write the report."""
     from unified_action.demo import run_demo
 
     run_demo(out, cards)

@@ -73,6 +73,15 @@ class ActionEncoder(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # [B*F, H, Q, W/H]: padding never attended
         return self.out(o.transpose(1, 2).reshape(B, Fr, self.queries * W))
 
+    def resize_positions(self, max_tokens: int) -> None:
+        """Room for `max_tokens` tokens per chunk, keeping the existing position rows (a new embodiment's chunks may be longer)."""
+        old = self.position.weight
+        new = nn.Embedding(max_tokens, old.shape[1], device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            nn.init.normal_(new.weight, std=0.02)
+            new.weight[:old.shape[0]] = old
+        self.position = new
+
     def resize(self, vocab_size: int) -> None:
         """Grow the token table to `vocab_size` rows, keeping the existing rows (new ids start near zero)."""
         old = self.token.weight

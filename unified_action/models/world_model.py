@@ -411,3 +411,11 @@ class WorldModel(nn.Module):
                               f"{self.cfg.vocab_size} the model was trained with; the vocabulary only grows")
         self.actions.resize(vocab_size)
         self.cfg = dataclasses.replace(self.cfg, vocab_size=vocab_size)
+
+    def resize_action_tokens(self, max_action_tokens: int) -> None:
+        """Room for longer action chunks (a new embodiment's tokenizer), keeping the learned position rows."""
+        if max_action_tokens < self.cfg.max_action_tokens:
+            raise ConfigError(f"model: resize_action_tokens: {max_action_tokens} is fewer than the "
+                              f"{self.cfg.max_action_tokens} tokens per chunk the model was trained with")
+        self.actions.resize_positions(max_action_tokens)
+        self.cfg = dataclasses.replace(self.cfg, max_action_tokens=max_action_tokens)

@@ -26,6 +26,10 @@ SCALE_PROBE_CHUNKS = 2_000
 # leaves the BPE unfamiliar with some held-out chunks, which then take more pieces; an item that still does not
 # fit is flagged `overflow`, never truncated.
 LENGTH_MARGIN, LENGTH_SLACK = 1.5, 8
+# Below this many training chunks (a few-shot registration: 5 episodes of a 1-s chunk give ~10) the BPE has seen
+# too little to predict held-out lengths: every such chunk overflowed in practice. The padded length is then at
+# least the chunk's binned length (4 + T x D), which no sane FAST sequence exceeds; it costs only action-encoder work.
+FEW_CHUNKS = 1_000
 
 Log = Callable[[str], None]
 
@@ -118,8 +122,10 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
     tok = ActionTokenizer(replace(spec, max_tokens=bound), stats, bpe_model, card)
     if params.kind == "fast":  # bin and discrete sequences have one fixed length: tok.min_length
         seen = longest_sequence(tok, chunks)
-        tok = ActionTokenizer(replace(tok.spec, max_tokens=min(bound, max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK))),
-                              stats, bpe_model, card)
+        length = max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK)
+        if len(chunks) < FEW_CHUNKS:
+            length = max(length, 4 + T * len(num_classes))
+        tok = ActionTokenizer(replace(tok.spec, max_tokens=min(bound, length)), stats, bpe_model, card)
     else:
         tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.min_length), stats, bpe_model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
@@ -144,6 +150,10 @@ def reconstruction_errors(tok: ActionTokenizer, chunks: np.ndarray, decoded: np.
     """
     cont = tok.continuous
     x, y = chunks[valid], decoded[valid]
+    if not len(x):  # every item invalid (e.g. all overflowed): no error to measure, and "invalid" says why
+        return {"rmse_normalized": float("nan"), "max_abs_error_normalized": float("nan"),
+                "rmse_normalized_unclipped": float("nan"), "rmse_slot_units": {s: float("nan") for s in tok.spec.slots},
+                "discrete_exact": False}
     zx, _ = tok.normalizer.normalize(x)
     zy, _ = tok.normalizer.normalize(y)
     err_n = (zy - zx)[..., cont]

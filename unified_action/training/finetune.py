@@ -94,12 +94,13 @@ def _mask_rows(param: nn.Parameter, rows: set[int]) -> torch.Tensor:
     return mask
 
 
-def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows: set[int], rank: int = 8,
-                alpha: float = 16.0) -> tuple[list[nn.Parameter], int]:
+def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows: set[int],
+                position_rows: set[int] = frozenset(), rank: int = 8, alpha: float = 16.0) -> tuple[list[nn.Parameter], int]:
     """Apply a fine-tuning mode to a WorldModel in place -> (parameters kept out of weight decay, trainable count).
 
     token_rows: ids of the action-token table only the new embodiments use; slot_rows: rows of the slot table
-    (slot id + 1) no pretrained tokenizer uses. Only `adapter` mode reads them."""
+    (slot id + 1) no pretrained tokenizer uses; position_rows: positions beyond the pretrained chunk length (the
+    table grew for the new tokenizer's longer chunks). Only `adapter` mode reads them."""
     if mode not in MODES:
         raise ConfigError(f"finetune.mode: {mode!r}, expected one of {', '.join(MODES)}")
     enc = model.actions
@@ -124,9 +125,13 @@ def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows:
     if slot_rows:  # slots new to the model have only their random initial rows
         enc.slot.weight.requires_grad_(True)
         _mask_rows(enc.slot.weight, slot_rows)
+    if position_rows:  # so do positions only the new, longer chunks reach
+        enc.position.weight.requires_grad_(True)
+        _mask_rows(enc.position.weight, position_rows)
     width = enc.token.weight.shape[1]
     ada = sum(p.numel() for m in [*(b.ada for b in model.blocks), model.final.ada] for p in m.parameters())
-    return no_decay[:2], ada + (len(token_rows) + len(slot_rows)) * width
+    return [*no_decay[:2], *([enc.position.weight] if position_rows else [])], \
+        ada + (len(token_rows) + len(slot_rows) + len(position_rows)) * width
 
 
 def owned_rows(registry, new: list[str], pretrained: list[str]) -> tuple[set[int], set[int]]:
@@ -222,8 +227,9 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
 
     def adapt(model: nn.Module) -> Adaptation:
         tokens, slots = owned_rows(registry, new, pretrained)
-        no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, rank=fs.lora_rank,
-                                          alpha=fs.lora_alpha)
+        positions = set(range(pre["model"]["max_action_tokens"], model.cfg.max_action_tokens))
+        no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, position_rows=positions,
+                                          rank=fs.lora_rank, alpha=fs.lora_alpha)
         total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
         info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
                 "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,

@@ -105,7 +105,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, max_action_tokens: int):
 
 
 def init_weights_from(model, export_dir: str | Path, registry, names: list[str]) -> None:
-    """Start from exported weights (the model config must match but for a larger vocabulary)."""
+    """Start from exported weights (the model config must match but for a larger vocabulary or longer action chunks)."""
     from unified_action.models import ModelConfig, WorldModel
     from unified_action.training.export import check_tokenizers, read_export
 
@@ -113,13 +113,20 @@ def init_weights_from(model, export_dir: str | Path, registry, names: list[str])
     check_tokenizers(config, registry, str(export_dir), [n for n in names if n in config["tokenizers"]])
     old = ModelConfig.from_dict(config["model"])
     new = model.cfg
-    if {**old.to_dict(), "vocab_size": 0} != {**new.to_dict(), "vocab_size": 0}:
-        diff = [k for k, v in new.to_dict().items() if k != "vocab_size" and old.to_dict().get(k) != v]
+    grows = {"vocab_size": 0, "max_action_tokens": 0}  # what a fine-tuning job may enlarge
+    if {**old.to_dict(), **grows} != {**new.to_dict(), **grows}:
+        diff = [k for k, v in new.to_dict().items() if k not in grows and old.to_dict().get(k) != v]
         raise TrainingError(f"{export_dir}: model config differs from this job's in {', '.join(diff)}")
+    for k in grows:
+        if getattr(new, k) < getattr(old, k):
+            raise TrainingError(f"{export_dir}: {k}: the job's model has {getattr(new, k)}, the export {getattr(old, k)}; "
+                                f"it can only grow")
     src = WorldModel(old)
     src.load_state_dict(state, strict=True)
     if old.vocab_size != new.vocab_size:
         src.resize_vocab(new.vocab_size)
+    if old.max_action_tokens != new.max_action_tokens:
+        src.resize_action_tokens(new.max_action_tokens)
     model.load_state_dict(src.state_dict(), strict=True)
 
 
