@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pretrained = run_in_process(pretrain, pre_cfg)
     # 2. the held-out robot, recorded from its simulator; evaluation episodes: the last --heldout
-    robot = write_dataset(SourceSpec(f"data_cards/{ROBOT}.md", "sim", episodes=a.episodes, steps=120, seed=5000,
+    robot = write_dataset(SourceSpec(f"data_cards/{ROBOT}.md", "sim", episodes=a.episodes, steps=160, seed=5000,
                                      style="waypoint"), work / "data" / ROBOT, workers=2,
                           settings=WriteSettings(image_size=tuple(pre_cfg.data.image_size)))
     heldout = (a.episodes - a.heldout, a.episodes)
@@ -92,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k in a.shots:
         registry = work / f"K{k}" / "tokenizers"  # the pretrained registry + this K's tokenizer for the robot
-        if not registry.is_dir():
-            shutil.copytree(pre_cfg.data.registry, registry)
+        if not registry.is_dir():  # only the tokenizers the pretrained model knows: the robot is registered per K
+            known = json.loads((Path(pretrained) / "config.json").read_text())["tokenizers"]
+            for name in known:
+                shutil.copytree(Path(pre_cfg.data.registry) / name, registry / name)
         dataset = f"[{{path: {robot.root}, episodes: [0, {k}]}}]"
         common = [f"data.registry={registry}", f"data.datasets={dataset}", f"train.steps={a.steps}",
-                  f"train.checkpoint_every={a.steps}", "train.keep_checkpoints=1",
+                  f"train.checkpoint_every={a.steps}", "train.keep_checkpoints=1", "data.num_workers=0",
+                  "data.clip_stride=5",  # a clip every 5 steps: K=1 still gives 16 clips of its 160-step episode
                   f"data.context_frames={pre_cfg.data.context_frames}", f"data.future_frames={pre_cfg.data.future_frames}",
                   f"data.image_size={list(pre_cfg.data.image_size)}", f"model.overrides={dict(pre_cfg.model.overrides)}"]
         runs = {}

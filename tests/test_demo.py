@@ -10,7 +10,7 @@ from unified_action.tokenization import Registry
 
 SMALL = DemoPlan(
     pretrain=(DemoDataset("gym_pusht", 3, 30), DemoDataset("ale_pong", 3, 30), DemoDataset("carracing", 3, 30)),
-    heldout=DemoDataset("metaworld_pick_place", 4, 30, style="waypoint"), shots=2, image_size=32,
+    heldout=DemoDataset("metaworld_pick_place", 4, 90, style="waypoint"), shots=2, image_size=32,  # its chunk is 80 steps
     future_frames=2, micro_batch=2, pretrain_steps=4, finetune_steps=3, model_overrides={"depth": 1},
     eval_horizon=3, eval_clips=2)
 

@@ -34,7 +34,7 @@ class DemoDataset:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Everything the demo does, sized for ~15 minutes on a 2-core CPU (tests run a smaller one)."""
+    """Everything the demo does, sized for ~8 minutes on a 2-core CPU (measured 7.5; tests run a smaller plan)."""
 
     pretrain: tuple[DemoDataset, ...] = (
         DemoDataset("gym_pusht", episodes=16, steps=100),  # robot: planar pushing

@@ -1,5 +1,7 @@
 """Round trips (property-based), padding and masks, clipping, torch tensors, corrupted sequences."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from hypothesis.extra.numpy import arrays
 from support import unified_chunks
 
 from unified_action.errors import TokenizerError
+from unified_action.tokenization import ActionTokenizer
 from unified_action.tokenization.codecs import NUM_BINS
 from unified_action.tokenization.vocabulary import BOS, EOS, PAD, SEP, UNK
 
@@ -166,8 +169,14 @@ def test_native_round_trip_through_the_card(toks, sim_episodes):
 
 
 def test_overflowing_fast_sequence_is_flagged_not_truncated(toks):
-    """White noise needs far more pieces than smooth motion; past max_tokens the item is flagged."""
-    tok = toks["gym_aloha_insertion"]
+    """White noise needs far more pieces than smooth motion; past max_tokens the item is flagged.
+
+    The fixture's tokenizer is fitted on fewer than FEW_CHUNKS chunks, so it pads to the binned length (4 + T x D),
+    where noise fits; padded as a tokenizer fitted on more data would be (a few dozen tokens), noise overflows."""
+    fitted = toks["gym_aloha_insertion"]
+    assert fitted.spec.max_tokens == 4 + fitted.horizon * fitted.dim  # the few-shot floor (fitting.FEW_CHUNKS)
+    tok = ActionTokenizer(replace(fitted.spec, max_tokens=64), fitted.stats, fitted.bpe.sp.serialized_model_proto(),
+                          fitted.card)
     rng = np.random.default_rng(0)
     x = tok.stats.q01 + rng.random((2, tok.horizon, tok.dim)) * (tok.stats.q99 - tok.stats.q01)
     x[0] = tok.stats.mean
