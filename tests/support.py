@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,3 +15,17 @@ def unified_chunks(tok, episodes, stride=None) -> np.ndarray:
     from unified_action.tokenization.fitting import chunks_of
 
     return chunks_of([tok.card.mapping.to_unified(e)[0] for e in episodes], tok.horizon, stride or tok.horizon)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`uact ARGS` through the console entry point in this process -> (exit code, stdout, stderr)."""
+    from unified_action import cli
+
+    monkeypatch.setattr(sys, "argv", ["uact", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

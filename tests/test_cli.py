@@ -1,10 +1,10 @@
 """The `uact` command: its surface is frozen here, and each command works on real files."""
 
-import sys
 
 import numpy as np
 import typer
 from support import CARDS
+from support import run_cli as run
 
 from unified_action import cli
 
@@ -44,15 +44,7 @@ def test_cli_surface_is_frozen():
     assert dict(_walk(root, "uact")) == SURFACE
 
 
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["uact", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+
 
 
 def test_help_reads_well(monkeypatch, capsys):

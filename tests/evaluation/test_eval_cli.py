@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from support import run_cli as run
 
-from unified_action import cli
 from unified_action.evaluation.rollouts import episode_of
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["uact", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.slow

@@ -75,18 +75,18 @@ class ActionEncoder(nn.Module):
 
     def resize_positions(self, max_tokens: int) -> None:
         """Room for `max_tokens` tokens per chunk, keeping the existing position rows (a new embodiment's chunks may be longer)."""
-        old = self.position.weight
-        new = nn.Embedding(max_tokens, old.shape[1], device=old.device, dtype=old.dtype)
-        with torch.no_grad():
-            nn.init.normal_(new.weight, std=0.02)
-            new.weight[:old.shape[0]] = old
-        self.position = new
+        self.position = _grown(self.position, max_tokens)
 
     def resize(self, vocab_size: int) -> None:
         """Grow the token table to `vocab_size` rows, keeping the existing rows (new ids start near zero)."""
-        old = self.token.weight
-        new = nn.Embedding(vocab_size, old.shape[1], device=old.device, dtype=old.dtype)
-        with torch.no_grad():
-            nn.init.normal_(new.weight, std=0.02)
-            new.weight[:old.shape[0]] = old
-        self.token = new
+        self.token = _grown(self.token, vocab_size)
+
+
+def _grown(emb: nn.Embedding, rows: int) -> nn.Embedding:
+    """A copy of `emb` with `rows` rows: the existing ones kept, the new ones initialised as at construction."""
+    old = emb.weight
+    new = nn.Embedding(rows, old.shape[1], device=old.device, dtype=old.dtype)
+    with torch.no_grad():
+        nn.init.normal_(new.weight, std=0.02)
+        new.weight[:old.shape[0]] = old
+    return new
