@@ -37,6 +37,7 @@ demo: setup
 # TensorFlow run in a second pytest process; the library itself keeps simulators in worker processes.
 test: setup
 	$(BIN)/ruff check .
+	@# the report test opens uact eval's HTML in a real headless browser: Chromium from Debian's packages
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python -m pytest -m "not tensorflow" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m tensorflow $(PYTEST_ARGS)
@@ -51,6 +52,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/tokenizers.py && $(BIN)/python benchmarks/data.py
 	PATH=$(CURDIR)/$(BIN):$$PATH pretrain/prepare_data.sh && $(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/fewshot.py
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis
