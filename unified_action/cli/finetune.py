@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from unified_action.cli.pretrain import relaunch_if_asked, report
+from unified_action.cli.pretrain import NprocOpt, OverwriteOpt, ResumeOpt, StopAtOpt, relaunch_if_asked, report
 
 
 def finetune(
     config: str = typer.Option(..., "--config", "-c", help="A named config in finetune/configs/ (e.g. tiny_metaworld) or a YAML path."),
     set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set finetune.mode=adapter (repeatable)."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (torchrun)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the latest complete checkpoint in the run directory."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run directory first."),
-    stop_at: int = typer.Option(None, "--stop-at", min=1, help="Checkpoint and stop after this step (the schedule keeps the full length)."),
+    nproc: int = NprocOpt,
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
+    stop_at: int = StopAtOpt,
 ) -> None:
     """Fine-tune a pretrained export on new data: registers new tokenizers from the first K episodes, trains (full, lora
     or adapter), exports a plain model."""

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import typer
 
+# Run control shared by `uact pretrain` and `uact finetune`: the same flags mean the same thing in both.
+NprocOpt = typer.Option(1, "--nproc", min=1, help="Processes on this machine (torchrun). Multi-node: pretrain/launch_multinode.sh.")
+ResumeOpt = typer.Option(True, "--resume/--no-resume", help="Continue from the latest complete checkpoint in the run directory.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Delete the run directory first.")
+StopAtOpt = typer.Option(None, "--stop-at", min=1, help="Checkpoint and stop after this step (the schedule keeps the full length).")
+
 
 def pretrain(
     config: str = typer.Option(..., "--config", "-c", help="A named config in pretrain/configs/ (e.g. tiny) or a YAML path."),
     set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set train.steps=20 (repeatable)."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (torchrun). Multi-node: pretrain/launch_multinode.sh."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the latest complete checkpoint in the run directory."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run directory first."),
-    stop_at: int = typer.Option(None, "--stop-at", min=1, help="Checkpoint and stop after this step (the schedule keeps the full length)."),
+    nproc: int = NprocOpt,
+    resume: bool = ResumeOpt,
+    overwrite: bool = OverwriteOpt,
+    stop_at: int = StopAtOpt,
     init_from: Path = typer.Option(None, "--init-from", help="Start from exported weights (uact export) instead of random ones."),
 ) -> None:
     """Pretrain the world model on the config's shard mixture: checkpoints, TensorBoard, export at the end."""
