@@ -46,6 +46,8 @@ def run_in_process(fn, cfg) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--embodiment", default=ROBOT, help="the card held out of pretraining (e.g. ale_breakout: a game)")
+    ap.add_argument("--record-steps", type=int, default=160, help="steps per recorded episode")
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20])
     ap.add_argument("--steps", type=int, default=150, help="optimizer steps of every fine-tuning and scratch run")
     ap.add_argument("--modes", nargs="+", default=["full"], choices=["full", "lora", "adapter"])
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon", type=int, default=6)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--work", default="runs/fewshot")
-    ap.add_argument("--out", default=str(RESULTS / "fewshot.json"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/fewshot_<embodiment>.json")
     a = ap.parse_args(argv)
     if max(a.shots) > a.episodes - a.heldout:
         raise SystemExit(f"--shots {max(a.shots)} needs {max(a.shots) + a.heldout} episodes, --episodes is {a.episodes}")
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     pre_cfg = load_config("tiny", [f"train.steps={a.pretrain_steps}"] if a.pretrain_steps else [])
     if a.pretrained:
         m = json.loads((Path(a.pretrained) / "config.json").read_text())
-        if ROBOT in m["tokenizers"]:
-            raise SystemExit(f"{a.pretrained} was trained on {ROBOT}: it is not held out")
+        if a.embodiment in m["tokenizers"]:
+            raise SystemExit(f"{a.pretrained} was trained on {a.embodiment}: it is not held out")
         m = m["model"]
         pre_cfg = load_config("tiny", [f"data.registry={a.registry}", f"data.context_frames={m['context_frames']}",
                                        f"data.future_frames={m['max_frames'] - m['context_frames']}",
@@ -84,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pretrained = run_in_process(pretrain, pre_cfg)
     # 2. the held-out robot, recorded from its simulator; evaluation episodes: the last --heldout
-    robot = write_dataset(SourceSpec(f"data_cards/{ROBOT}.md", "sim", episodes=a.episodes, steps=160, seed=5000,
-                                     style="waypoint"), work / "data" / ROBOT, workers=2,
+    robot = write_dataset(SourceSpec(f"data_cards/{a.embodiment}.md", "sim", episodes=a.episodes, steps=a.record_steps,
+                                     seed=5000), work / "data" / a.embodiment, workers=2,
                           settings=WriteSettings(image_size=tuple(pre_cfg.data.image_size)))
     heldout = (a.episodes - a.heldout, a.episodes)
 
     rows = []
     for k in a.shots:
-        registry = work / f"K{k}" / "tokenizers"  # the pretrained registry + this K's tokenizer for the robot
+        registry = work / a.embodiment / f"K{k}" / "tokenizers"  # the pretrained registry + this K's tokenizer for the robot
         if not registry.is_dir():  # only the tokenizers the pretrained model knows: the robot is registered per K
             known = json.loads((Path(pretrained) / "config.json").read_text())["tokenizers"]
             for name in known:
@@ -104,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"data.image_size={list(pre_cfg.data.image_size)}", f"model.overrides={dict(pre_cfg.model.overrides)}"]
         runs = {}
         for mode in a.modes:
-            cfg = load_config("tiny_metaworld", [*common, f"out={work}/K{k}/finetune_{mode}", f"finetune.mode={mode}",
+            cfg = load_config("tiny_metaworld", [*common, f"out={work}/{a.embodiment}/K{k}/finetune_{mode}", f"finetune.mode={mode}",
                                                  f"finetune.init_from={pretrained}", f"finetune.episodes={k}"],
                               config_dir=FINETUNE_CONFIG_DIR)
             runs[f"pretrained+{mode}"] = run_in_process(finetune, cfg)
         # scratch: the fine-tuning job's data, optimizer and steps (registry already holds this K's tokenizer)
         ft = load_config("tiny_metaworld", common, config_dir=FINETUNE_CONFIG_DIR)
         # from scratch with the pretraining recipe's optimizer (its higher LR suits random weights better)
-        scratch = ft.model_copy(update={"finetune": None, "out": f"{work}/K{k}/scratch", "optim": pre_cfg.optim})
+        scratch = ft.model_copy(update={"finetune": None, "out": f"{work}/{a.embodiment}/K{k}/scratch", "optim": pre_cfg.optim})
         runs["scratch"] = run_in_process(pretrain, scratch)
         for name, export in runs.items():
             res = evaluate(export, registry, [robot.root], episodes=heldout, context_frames=pre_cfg.data.context_frames,
@@ -121,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                          "psnr_per_step": [float(x) for x in res.steps()["psnr"]]})
             print(json.dumps(rows[-1]), flush=True)
 
-    out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "robot": ROBOT, "shots": a.shots,
+    out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "robot": a.embodiment, "shots": a.shots,
            "steps": a.steps, "modes": a.modes, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
            "heldout_episodes": list(heldout), "horizon": a.horizon, "wall_s": time.perf_counter() - t0, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    dest = Path(a.out or RESULTS / f"fewshot_{a.embodiment}.json")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=1) + "\n")
     _print(out)
     return 0
 
@@ -136,10 +139,10 @@ def _print(out: dict) -> None:
 
     t = Table(title=f"Few-shot on {out['robot']} (held out of pretraining): {out['steps']} steps per run, held-out "
                     f"episodes {out['heldout_episodes']}, horizon {out['horizon']}")
-    for c in ("K", "model", "PSNR", "SSIM", "latent MSE", "dPSNR", "copy-last PSNR"):
+    for c in ("K", "model", "PSNR", "SSIM", "dPSNR", "copy-last PSNR"):
         t.add_column(c)
     for r in out["rows"]:
-        t.add_row(str(r["K"]), r["model"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['latent_mse']:.4f}",
+        t.add_row(str(r["K"]), r["model"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
                   f"{r['dpsnr']:+.2f}", f"{r['baseline_psnr']:.2f}")
     Console(width=140).print(t)
 

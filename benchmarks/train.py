@@ -38,13 +38,14 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # the job config's paths are relative to the repository root
 
 from unified_action.data.loader import ClipLoader  # noqa: E402
+from unified_action.models.batch import to_device  # noqa: E402
+from unified_action.models.sampling import rollout  # noqa: E402
 from unified_action.training.config import deepspeed_config, load_config  # noqa: E402
 from unified_action.training.trainer import (  # noqa: E402
     build_model,
     lr_lambda,
     param_groups,
     peak_flops,
-    to_device,
 )
 
 
@@ -144,7 +145,8 @@ def rollout_rate(model, batch, device, horizon: int, steps: int, cache: bool, ro
     for _ in range(rounds):
         sync(device)
         t0 = time.perf_counter()
-        model.rollout(one["frames"][:, :ctx_n], actions, one["embodiment"], one["control_hz"], horizon, steps=steps, cache=cache)
+        rollout(model, one["frames"][:, :ctx_n], actions, one["embodiment"], one["control_hz"], horizon, steps=steps,
+                cache=cache, frame_stride=one["frame_stride"])
         sync(device)
         best = max(best, horizon / (time.perf_counter() - t0))
     return best

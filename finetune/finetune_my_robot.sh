@@ -13,7 +13,7 @@ NAME=$(basename "$CARD" .md)
 uact card validate "$CARD"
 
 # 2. Episodes as shards. A simulator card records them; real robots convert (LeRobot v3 or RLDS):
-uact data record "$CARD" -o "runs/data/$NAME" -n $((K + 5)) --steps 120 --size 64
+uact data record "$CARD" -o "runs/data/$NAME" -n $((K + 5)) --steps 160 --size 64
 #   uact data convert "$CARD" --source /path/to/lerobot_or_rlds -o "runs/data/$NAME" --size 64
 
 # 3. Fine-tune. The job registers your robot's tokenizer from the same first K episodes it trains on (existing ids

@@ -10,7 +10,7 @@ from unified_action.tokenization import Registry
 
 SMALL = DemoPlan(
     pretrain=(DemoDataset("gym_pusht", 3, 30), DemoDataset("ale_pong", 3, 30), DemoDataset("carracing", 3, 30)),
-    heldout=DemoDataset("metaworld_pick_place", 4, 90, style="waypoint"), shots=2, image_size=32,  # its chunk is 80 steps
+    heldout=DemoDataset("metaworld_pick_place", 4, 90, style="waypoint"), shots=2, image_size=32,  # 11 frames at its stride 8
     future_frames=2, micro_batch=2, pretrain_steps=4, finetune_steps=3, model_overrides={"depth": 1},
     eval_horizon=3, eval_clips=2)
 
@@ -26,6 +26,8 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     names = {"gym_pusht", "ale_pong", "carracing", "metaworld_pick_place"}
     assert set(summary["metrics"]) == names
     assert all(m["psnr"] is not None and m["baseline_psnr"] is not None for m in summary["metrics"].values())
+    assert set(summary["forgetting_db"]) == names - {"metaworld_pick_place"} and summary["seconds"] > 0
+    assert set(summary["finetuned_metrics"]) == names
 
     # one vocabulary: four embodiments, and the pretrained three kept their ids through the few-shot registration
     pre = json.loads((tmp_path / "pretrain/export/config.json").read_text())
@@ -41,8 +43,9 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     assert {n: tuple(r["episodes"]) for n, r in metrics["datasets"].items()} == {n: (2, 3) for n in names - {"metaworld_pick_place"}} | {"metaworld_pick_place": (3, 4)}
     html = (tmp_path / "report/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8 and all(n in html for n in names)
+    assert "Side by side" in html and metrics["reference"]["label"] == "pretrained"  # the pretrained model beside it
 
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and p.name != "summary.json"}
     again = run_demo(tmp_path, CARDS, SMALL)
-    assert again == summary
+    assert {**again, "seconds": 0} == {**summary, "seconds": 0}
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recorded, trained or evaluated again

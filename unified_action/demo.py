@@ -36,20 +36,27 @@ class DemoDataset:
 class DemoPlan:
     """Everything the demo does, sized for ~8 minutes on a 2-core CPU (measured 7.5; tests run a smaller plan)."""
 
+    # steps: enough frames at each card's frame stride (its tokenizer chunk: Push-T 2, Pong 2, CarRacing 5, Meta-World 8)
     pretrain: tuple[DemoDataset, ...] = (
-        DemoDataset("gym_pusht", episodes=16, steps=100),  # robot: planar pushing
-        DemoDataset("ale_pong", episodes=16, steps=100),  # game: Atari joystick
-        DemoDataset("carracing", episodes=16, steps=100),  # vehicle: steering, gas, brake
+        DemoDataset("gym_pusht", episodes=16, steps=100),  # robot: planar pushing; 50 frames an episode
+        DemoDataset("ale_pong", episodes=16, steps=100),  # game: Atari joystick; 50 frames
+        DemoDataset("carracing", episodes=16, steps=100),  # vehicle: steering, gas, brake; 20 frames after the zoom-in
     )
-    heldout: DemoDataset = DemoDataset("metaworld_pick_place", episodes=10, steps=100, style="waypoint")  # new robot
+    heldout: DemoDataset = DemoDataset("metaworld_pick_place", episodes=10, steps=160)  # new robot; 20 frames
     shots: int = 5  # K: episodes of the new robot fine-tuning sees
     image_size: int = 64
     context_frames: int = 2
     future_frames: int = 4
     micro_batch: int = 8
     pretrain_steps: int = 300
+    pretrain_lr: float = 1e-3
     finetune_steps: int = 100
     finetune_mode: str = "lora"
+    finetune_lr: float = 5e-4
+    replay: float = 0.5  # share of the fine-tune's clips drawn from the pretraining datasets
+    eval_steps: int = 1  # sampling steps: 1 = the conditional mean, the best PSNR
+    min_change: float = 3.0  # grey levels: smaller predicted changes are dropped (static scenes stay static)
+    guidance: float = 1.0  # classifier-free guidance over actions at rollout
     model_overrides: dict = field(default_factory=dict)
     eval_horizon: int = 6  # past the 6-frame training window: the rollout slides
     eval_clips: int = 8
@@ -115,7 +122,7 @@ def pretrain_stage(plan: DemoPlan, dirs: dict[str, Path], out: Path, log) -> Pat
 
     datasets = [{"path": str(dirs[d.card]), "episodes": list(heldout_split(open_dataset(dirs[d.card]).episodes)[0])}
                 for d in plan.pretrain]
-    cfg = _job(plan, out, "pretrain", datasets, plan.pretrain_steps, lr=1e-3)
+    cfg = _job(plan, out, "pretrain", datasets, plan.pretrain_steps, lr=plan.pretrain_lr)
     done = _done(out / "pretrain", plan.pretrain_steps)
     if done is not None:
         log(f"pretrain: {done} is complete, reused")
@@ -130,8 +137,14 @@ def finetune_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, out:
 
     train, _ = heldout_split(open_dataset(dirs[plan.heldout.card]).episodes)
     shots = min(plan.shots, train[1])
-    cfg = _job(plan, out, f"finetune_{plan.finetune_mode}", [{"path": str(dirs[plan.heldout.card])}],
-               plan.finetune_steps, lr=5e-4,
+    # replay: the pretraining datasets' training episodes stay in the mixture (a share `replay` of the clips), so
+    # fine-tuning on the new robot does not overwrite what the model knows of the others
+    share = plan.replay / len(plan.pretrain)
+    replay = [{"path": str(dirs[d.card]), "weight": share,
+               "episodes": list(heldout_split(open_dataset(dirs[d.card]).episodes)[0])} for d in plan.pretrain]
+    cfg = _job(plan, out, f"finetune_{plan.finetune_mode}",
+               [{"path": str(dirs[plan.heldout.card]), "weight": 1 - plan.replay}, *replay],
+               plan.finetune_steps, lr=plan.finetune_lr,
                finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots})
     done = _done(out / cfg.name, plan.finetune_steps)
     if done is not None:
@@ -140,33 +153,47 @@ def finetune_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, out:
     return finetune(cfg, config_path="uact demo").export
 
 
-def eval_stage(plan: DemoPlan, dirs: dict[str, Path], model: Path, out: Path, log) -> tuple[Path, dict]:
-    from unified_action.evaluation import evaluate, write_report
+def _evaluate(plan: DemoPlan, dirs: dict[str, Path], model: Path, names: list[str], out: Path):
+    from unified_action.evaluation import evaluate
+
+    return evaluate(model, out / "tokenizers", [dirs[n] for n in names], context_frames=plan.context_frames,
+                    horizon=plan.eval_horizon, clips=plan.eval_clips, steps=plan.eval_steps, guidance=plan.guidance,
+                    min_change=plan.min_change, seed=plan.seed)
+
+
+def eval_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, tuned: Path, out: Path, log) -> tuple[Path, dict]:
+    """The fine-tuned model on all four embodiments, beside the pretrained one on the three it was trained on
+    (forgetting = pretrained PSNR - fine-tuned PSNR). -> (report.html, metrics.json's content)."""
+    from unified_action.evaluation import write_report
 
     report = out / "report"
-    if (report / "report.html").is_file() and (report / "metrics.json").is_file() and \
-            json.loads((report / "metrics.json").read_text()).get("model") == str(model):
-        log(f"eval: {report} is complete, reused")
-        return report / "report.html", json.loads((report / "metrics.json").read_text())
-    names = [d.card for d in (*plan.pretrain, plan.heldout)]
-    result = evaluate(model, out / "tokenizers", [dirs[n] for n in names], context_frames=plan.context_frames,
-                      horizon=plan.eval_horizon, clips=plan.eval_clips, seed=plan.seed)
-    return write_report(result, report), result.to_json()
+    if (report / "report.html").is_file() and (report / "metrics.json").is_file():
+        metrics = json.loads((report / "metrics.json").read_text())
+        if metrics.get("model") == str(tuned) and metrics.get("reference", {}).get("model") == str(pretrained):
+            log(f"eval: {report} is complete, reused")
+            return report / "report.html", metrics
+    before = _evaluate(plan, dirs, pretrained, [d.card for d in plan.pretrain], out)
+    after = _evaluate(plan, dirs, tuned, [d.card for d in (*plan.pretrain, plan.heldout)], out)
+    html = write_report(after, report, reference=before, reference_label="pretrained")
+    return html, json.loads((report / "metrics.json").read_text())
 
 
 def _summary_table(metrics: dict, heldout: str):
     from rich.table import Table
 
     t = Table(title="held-out episodes: open-loop rollouts (mean over the horizon)")
-    for c in ("embodiment", "dataset", "PSNR", "copy-last PSNR", "SSIM", "copy-last SSIM", "dPSNR"):
+    for c in ("embodiment", "dataset", "pretrained PSNR", "fine-tuned PSNR", "copy-last PSNR", "pretrained dPSNR",
+              "fine-tuned dPSNR", "fine-tuned SSIM"):
         t.add_column(c)
-    def fmt(o: dict, k: str, digits: int = 2) -> str:
-        return "n/a" if o.get(k) is None else f"{o[k]:.{digits}f}"
 
+    def fmt(o: dict | None, k: str, digits: int = 2) -> str:
+        return "n/a" if o is None or o.get(k) is None else f"{o[k]:.{digits}f}"
+
+    before = metrics.get("reference", {}).get("datasets", {})
     for name, r in metrics["datasets"].items():
-        o = r["overall"]
-        t.add_row(r["embodiment"], name + (" (new, few-shot)" if name == heldout else ""), fmt(o, "psnr"),
-                  fmt(o, "baseline_psnr"), fmt(o, "ssim", 3), fmt(o, "baseline_ssim", 3), fmt(o, "dpsnr"))
+        o, b = r["overall"], before.get(name, {}).get("overall")
+        t.add_row(r["embodiment"], name + (" (new, few-shot)" if name == heldout else ""), fmt(b, "psnr"), fmt(o, "psnr"),
+                  fmt(o, "baseline_psnr"), fmt(b, "dpsnr"), fmt(o, "dpsnr"), fmt(o, "ssim", 3))
     return t
 
 
@@ -188,11 +215,18 @@ def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")
     head(2)
     tuned = finetune_stage(plan, dirs, pretrained, out, console.log)
     head(3)
-    html, metrics = eval_stage(plan, dirs, tuned, out, console.log)
+    html, metrics = eval_stage(plan, dirs, pretrained, tuned, out, console.log)
     console.print(_summary_table(metrics, plan.heldout.card))
+    tuned_m = {n: r["overall"] for n, r in metrics["datasets"].items()}
+    pre_m = {n: r["overall"] for n, r in metrics["reference"]["datasets"].items()}
     summary = {"pretrained": str(pretrained), "finetuned": str(tuned), "report": str(html),
                "datasets": {k: str(v) for k, v in dirs.items()},
-               "metrics": {n: r["overall"] for n, r in metrics["datasets"].items()}}
+               # each embodiment scored by the model meant for it: the pretrained one on its own embodiments, the
+               # fine-tuned one on the new robot; the fine-tuned model on every embodiment is in finetuned_metrics
+               "metrics": {**pre_m, plan.heldout.card: tuned_m[plan.heldout.card]},
+               "finetuned_metrics": tuned_m,
+               "forgetting_db": {n: pre_m[n]["psnr"] - tuned_m[n]["psnr"] for n in pre_m},
+               "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     console.print(f"report: {html}  (open it in a browser)   total {time.perf_counter() - t0:.0f} s")
     return summary

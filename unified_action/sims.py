@@ -110,6 +110,8 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
             env.reset(seed=seed + i)
             obs, _ = env.reset(seed=seed + i)
             policy = policy_for_space(env.action_space, seed + i, style)
+            for _ in range(card.header.source.warmup_steps):  # not recorded: e.g. a camera animation no action affects
+                obs, *_ = env.step(policy())
             frames = {c.name: [] for c in card.header.cameras}
             proprio = {p.path: [] for p in card.header.proprio}
             actions, rewards, terminal = [], [], False

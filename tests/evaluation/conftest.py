@@ -14,9 +14,9 @@ from data.conftest import record
 
 from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
 from unified_action.models import WorldModel, model_config
+from unified_action.models.batch import to_device
 from unified_action.tokenization import Registry
 from unified_action.training.export import export_meta, write_export
-from unified_action.training.trainer import to_device
 
 TRAIN_STEPS = 20
 HORIZON = 5  # > the model's window of 4 frames: the rollout slides past it

@@ -41,7 +41,7 @@ def test_metrics_per_horizon_step(evaluated):
     assert set(steps) == set(METRICS)
     for key, values in steps.items():
         assert len(values) == HORIZON and all(math.isfinite(v) for v in values), key
-    assert all(0 < v < 1 for v in steps["ssim"]) and all(v > 0 for v in steps["latent_mse"])
+    assert all(0 < v < 1 for v in steps["ssim"])
     assert 5 < r.overall()["psnr"] < 60  # a trained model's frames: neither noise nor a copy of the truth
 
 

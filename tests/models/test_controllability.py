@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from unified_action.models import WorldModel, model_config
+from unified_action.models.sampling import rollout as sample_rollout
 
 pytestmark = pytest.mark.slow
 
 SIZE, SQUARE, STEP = 32, 8, 4
 DIRECTIONS = torch.tensor([[0, STEP], [0, -STEP], [STEP, 0], [-STEP, 0]])
-ACTION_KEYS = ("action_tokens", "action_mask", "action_slots", "action_steps")
 
 
 def world(batch: int, frames: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +57,7 @@ def test_short_overfit_gives_positive_dpsnr():
     for _ in range(300):
         frames, acts = world(16, 4, g)
         loss = model({"frames": frames, **tokens(acts), "embodiment": torch.full((16,), 16),
-                      "control_hz": torch.full((16,), 10.0)})["loss"]
+                      "control_hz": torch.full((16,), 10.0), "frame_stride": torch.ones(16, dtype=torch.long)})["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -68,7 +68,7 @@ def test_short_overfit_gives_positive_dpsnr():
 
     def rollout(a: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(5)  # the same noise for both rollouts: only the actions differ
-        return model.rollout(frames[:, :2], tokens(a), 16, 10.0, horizon=2, steps=4)
+        return sample_rollout(model, frames[:, :2], tokens(a), 16, 10.0, horizon=2, steps=1)
 
     real, counterfactual = psnr(rollout(acts), frames[:, 2:]), psnr(rollout(other), frames[:, 2:])
     copy_last = psnr(frames[:, 1:2].expand(-1, 2, -1, -1, -1), frames[:, 2:])

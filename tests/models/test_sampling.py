@@ -1,4 +1,4 @@
-"""Autoregressive rollout: shapes, the KV cache against full recomputation, sliding past the window, actions."""
+"""Autoregressive rollout: shapes, the KV cache against full recomputation, sliding past the window, actions, guidance."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import torch
 
 from unified_action.errors import UnifiedActionError
 from unified_action.models import ModelConfig, WorldModel, model_config
-from unified_action.models.sampling import KVCache, euler_times, sample_latents
-
-ACTION_KEYS = ("action_tokens", "action_mask", "action_slots", "action_steps")
+from unified_action.models.sampling import euler_times, rollout, sample_frames
+from unified_action.models.world_model import KVCache, to_pixels
 
 
 def awake_tiny(max_frames: int = 4, **overrides) -> WorldModel:
@@ -38,9 +37,9 @@ def inputs(cfg: ModelConfig, frames: int, B: int = 2, C: int = 2, P: int = 6, se
 def test_rollout_shapes_and_dtype():
     model = awake_tiny()
     context, actions = inputs(model.cfg, 2 + 3)
-    out = model.rollout(context, actions, embodiment=16, control_hz=10.0, horizon=3)
+    out = rollout(model, context, actions, embodiment=16, control_hz=10.0, horizon=3, frame_stride=2)
     assert out.shape == (2, 3, 32, 32, 3) and out.dtype == torch.uint8
-    assert model.rollout(context, actions, torch.tensor([16, 17]), torch.tensor([10.0, 50.0]), horizon=0).shape[1] == 0
+    assert rollout(model, context, actions, torch.tensor([16, 17]), torch.tensor([10.0, 50.0]), horizon=0).shape[1] == 0
 
 
 @pytest.mark.parametrize("horizon,steps", [(2, 4), (9, 3)])  # inside the window; sliding 7 frames past it
@@ -48,28 +47,31 @@ def test_cached_rollout_equals_full_recomputation(horizon, steps):
     model = awake_tiny(max_frames=4)
     cfg = model.cfg
     context, actions = inputs(cfg, 2 + horizon)
+    batch = {**actions, "embodiment": torch.tensor([16, 17]), "control_hz": torch.tensor([10.0, 50.0]),
+             "frame_stride": torch.tensor([2, 5])}
     with torch.no_grad():
-        z_ctx = model.ae.encode(model.ae.to_pixels(context, torch.float32))
-        cond = model.conditioning(actions, torch.tensor([16, 17]), torch.tensor([10.0, 50.0]))
-        torch.manual_seed(7)
-        cached = sample_latents(model, z_ctx, cond, horizon, steps, cache=True)
-        torch.manual_seed(7)
-        full = sample_latents(model, z_ctx, cond, horizon, steps, cache=False)
-    assert cached.shape == (2, horizon, cfg.latent_channels, *cfg.latent_size)
-    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
-    assert cached.std() > 0.05  # a real rollout, not a constant both paths agree on trivially
+        cond = model.conditioning(batch)
+        null = model.conditioning(batch, torch.ones(2, dtype=torch.bool))
+        for guide in (None, 2.0):
+            torch.manual_seed(7)
+            cached = sample_frames(model, to_pixels(context), cond, guide and null, horizon, steps, guide or 1.0, cache=True)
+            torch.manual_seed(7)
+            full = sample_frames(model, to_pixels(context), cond, guide and null, horizon, steps, guide or 1.0, cache=False)
+            assert cached.shape == (2, horizon, 3, *cfg.image_size)
+            assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+            assert (cached[:, 1:] - cached[:, :-1]).abs().mean() > 0.01  # frames change: a real rollout
 
     torch.manual_seed(7)
-    a = model.rollout(context, actions, 16, 10.0, horizon, steps=steps, cache=True)
+    a = rollout(model, context, actions, 16, 10.0, horizon, steps=steps, cache=True)
     torch.manual_seed(7)
-    b = model.rollout(context, actions, 16, 10.0, horizon, steps=steps, cache=False)
+    b = rollout(model, context, actions, 16, 10.0, horizon, steps=steps, cache=False)
     assert (a.int() - b.int()).abs().max() <= 1  # uint8 rounding of float-tolerance differences
 
 
 def test_rollout_longer_than_the_window():
     model = awake_tiny(max_frames=3)
     context, actions = inputs(model.cfg, 2 + 10, B=1)
-    out = model.rollout(context, actions, 16, 10.0, horizon=10, steps=2)
+    out = rollout(model, context, actions, 16, 10.0, horizon=10, steps=2)
     assert out.shape == (1, 10, 32, 32, 3)
 
 
@@ -78,11 +80,12 @@ def test_rollout_follows_the_actions_and_ignores_the_last_chunk():
     model = awake_tiny()
     context, actions = inputs(model.cfg, 2 + 2, B=1)
 
-    def run(acts):
+    def run(acts, guidance=1.0):
         torch.manual_seed(3)
-        return model.rollout(context, acts, 16, 10.0, horizon=2, steps=2)
+        return rollout(model, context, acts, 16, 10.0, horizon=2, steps=2, guidance=guidance)
 
     base = run(actions)
+    assert not torch.equal(base, run(actions, guidance=3.0))  # guidance changes what the actions add
     for f, changes in ((3, False), (1, True)):
         other = {k: v.clone() for k, v in actions.items()}
         other["action_tokens"][:, f] = torch.where(other["action_mask"][:, f], 5140, 0)
@@ -93,22 +96,22 @@ def test_rollout_is_reproducible_from_the_seed():
     model = awake_tiny()
     context, actions = inputs(model.cfg, 4)
     torch.manual_seed(11)
-    a = model.rollout(context, actions, 16, 10.0, horizon=2)
+    a = rollout(model, context, actions, 16, 10.0, horizon=2, steps=3)
     torch.manual_seed(11)
-    assert torch.equal(a, model.rollout(context, actions, 16, 10.0, horizon=2))
+    assert torch.equal(a, rollout(model, context, actions, 16, 10.0, horizon=2, steps=3))
 
 
 def test_rollout_refuses_bad_inputs():
     model = awake_tiny()
     context, actions = inputs(model.cfg, 4)
     with pytest.raises(UnifiedActionError, match="action_tokens: expected \\[2, >= 5"):
-        model.rollout(context, actions, 16, 10.0, horizon=3)
+        rollout(model, context, actions, 16, 10.0, horizon=4)
     with pytest.raises(UnifiedActionError, match="uint8"):
-        model.rollout(context.float(), actions, 16, 10.0, horizon=2)
+        rollout(model, context.float(), actions, 16, 10.0, horizon=2)
     with pytest.raises(UnifiedActionError, match="missing action_mask"):
-        model.rollout(context, {k: v for k, v in actions.items() if k != "action_mask"}, 16, 10.0, horizon=2)
+        rollout(model, context, {k: v for k, v in actions.items() if k != "action_mask"}, 16, 10.0, horizon=2)
     with pytest.raises(UnifiedActionError, match="embodiment"):
-        model.rollout(context, actions, [16, 17, 18], 10.0, horizon=2)
+        rollout(model, context, actions, [16, 17, 18], 10.0, horizon=2)
 
 
 def test_kv_cache_ring_holds_the_last_window_frames():

@@ -23,6 +23,7 @@ from support import ROOT
 
 from training.conftest import PRETRAIN_TIMEOUT, checkpoints, job, losses, run_pretrain, write_job
 from unified_action.data.dataset import open_dataset
+from unified_action.models.world_model import Conditioning
 from unified_action.tokenization import Registry
 from unified_action.training.config import TrainConfig
 
@@ -121,8 +122,9 @@ def test_each_mode_trains_exactly_its_parameters(pretrained, tmp_path, mode):
 
 
 def test_lora_starts_as_the_base_model_and_merges_into_it(pretrained):
+    from unified_action.models.lora import LoRALinear, merge_lora
     from unified_action.training.export import load_pretrained
-    from unified_action.training.finetune import LoRALinear, adapt_model, merge_lora
+    from unified_action.training.finetune import adapt_model
 
     base, _ = load_pretrained(pretrained["export"], check=False)
     lora = copy.deepcopy(base)
@@ -130,22 +132,26 @@ def test_lora_starts_as_the_base_model_and_merges_into_it(pretrained):
     assert sum(isinstance(m, LoRALinear) for m in lora.modules()) == 6 * base.cfg.depth
     g = torch.Generator().manual_seed(0)
     cfg = base.cfg
-    x = torch.randn(2, 4, cfg.latent_channels, *cfg.latent_size, generator=g)
-    t, cond = torch.rand(2, 4, generator=g), torch.randn(2, 4, cfg.width, generator=g)
+    prev = torch.rand(2, 4, 3, *cfg.image_size, generator=g) * 2 - 1
+    x = torch.randn(2, 4, 3, *cfg.image_size, generator=g)
+    t = torch.rand(2, 4, generator=g)
+    W, Q = cfg.width, cfg.action_queries
+    cond = Conditioning(torch.randn(2, 4, W, generator=g), torch.randn(2, 4, Q, W, generator=g))
     with torch.no_grad():
-        ref = base.velocity(x, t, cond)[0]
-        assert torch.equal(lora.velocity(x, t, cond)[0], ref)  # B = 0: bit-equal at step 0
+        ref = base.denoise(prev, x, t, cond)[0]
+        assert torch.equal(lora.denoise(prev, x, t, cond)[0], ref)  # B = 0: bit-equal at step 0
         for m in lora.modules():
             if isinstance(m, LoRALinear):
                 m.lora_B.normal_(std=0.5, generator=g)
-        tuned = lora.velocity(x, t, cond)[0]
+        tuned = lora.denoise(prev, x, t, cond)[0]
         merged = copy.deepcopy(base)
         merged.load_state_dict(merge_lora(lora.state_dict(), 8 / 4), strict=True)
         moved = (tuned - ref).abs().max()  # small: a 2-step pretrained model's adaLN gates are still near zero
-        assert moved > 0 and (merged.velocity(x, t, cond)[0] - tuned).abs().max() < 1e-3 * moved
+        assert moved > 0 and (merged.denoise(prev, x, t, cond)[0] - tuned).abs().max() < 1e-3 * moved
     trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
     assert {n.rsplit(".", 1)[-1] for n in trainable} >= {"lora_A", "lora_B"}
-    assert all(n.endswith(("lora_A", "lora_B")) or ".ada." in n or n.startswith(("actions.", "ae.")) for n in trainable)
+    assert all(n.endswith(("lora_A", "lora_B")) or ".ada." in n
+               or n.startswith(("actions.", "action_tokens.", "action_vector.")) for n in trainable)
 
 
 def test_registration_from_the_first_k_episodes_keeps_existing_ids(pretrained, tmp_path):

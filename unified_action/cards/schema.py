@@ -27,6 +27,9 @@ class GymnasiumSource(_Strict):
     type: Literal["gymnasium"]
     env_id: str = Field(description="gymnasium id, e.g. 'ALE/Pong-v5'; its module comes from a fixed allow-list")
     env_kwargs: dict[str, object] = Field(default_factory=dict)
+    # steps run (under the behaviour policy) before recording starts: e.g. CarRacing's camera zoom-in, which no
+    # action affects, would teach a world model that actions do nothing
+    warmup_steps: int = Field(default=0, ge=0, le=10_000)
 
 
 class RLDSSource(_Strict):

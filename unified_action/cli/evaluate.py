@@ -36,18 +36,21 @@ def evaluate(
     context: int = typer.Option(2, "--context", min=1, help="Real frames given to the model."),
     horizon: int = typer.Option(6, "--horizon", min=1, help="Frames generated open-loop (may exceed the model's window)."),
     clips: int = typer.Option(16, "--clips", min=1, help="Clips per embodiment at most."),
-    steps: int = typer.Option(4, "--steps", min=1, help="Euler sampling steps per frame."),
+    steps: int = typer.Option(1, "--steps", min=1, help="Euler sampling steps per frame (1: the conditional mean)."),
+    guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="Classifier-free guidance over actions (1: none)."),
+    min_change: float = typer.Option(3.0, "--min-change", min=0.0,
+                                     help="Predicted changes of fewer grey levels are dropped (0: keep all)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the clip order and the sampling noise."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Report directory (replaced whole)."),
 ) -> None:
-    """Open-loop rollouts on held-out clips: PSNR, SSIM, latent MSE, copy-last baseline, controllability; report.html."""
+    """Open-loop rollouts on held-out clips: PSNR, SSIM, copy-last baseline, controllability; report.html."""
     from unified_action.evaluation import evaluate as run
     from unified_action.evaluation import write_report
     from unified_action.evaluation.report import table_header, table_rows
 
     result = run(model, registry, data, episodes=parse_episodes(episodes), context_frames=context, horizon=horizon,
-                 clips=clips, steps=steps, seed=seed, device=device)
+                 clips=clips, steps=steps, guidance=guidance, min_change=min_change, seed=seed, device=device)
     report = write_report(result, out)
     console = make_console()
     for r in result.datasets:

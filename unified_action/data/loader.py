@@ -1,7 +1,7 @@
 """The training loader: clips from a weighted mixture of shard datasets, deterministic and resumable.
 
 A clip is `context_frames + future_frames` frames of one camera, `frame_stride` steps apart, and for every
-frame the action chunk that starts at it (the embodiment tokenizer's `chunk_length` steps) as tokens from
+frame the action chunk that starts at it as tokens from
 the shared vocabulary, with their mask, slot ids and time steps; plus the embodiment token, the control
 frequency and the instruction.
 
@@ -49,7 +49,9 @@ class MixtureEntry:
     weight: float = 1.0
     shards: str | None = None  # brace pattern / '::'-joined URLs replacing the local shard files
     camera: str | None = None  # default: the card's first camera
-    frame_stride: int = 1  # environment steps between consecutive frames of a clip
+    # environment steps between consecutive frames of a clip; default (and the only value allowed) the tokenizer's
+    # chunk length, so a frame's chunk is exactly the actions between it and the next frame
+    frame_stride: int | None = None
     episodes: tuple[int, int] | None = None  # only episodes [start, stop) in manifest order (few-shot / held-out splits)
 
 
@@ -93,7 +95,12 @@ class DatasetPlan:
         if self.camera not in cams:
             raise DataError(f"{self.ds.root}: camera '{self.camera}' is not in the card (cameras: {cams})")
         L = self.tok.spec.chunk_length
-        self.span = (cfg.frames - 1) * entry.frame_stride + L  # steps a clip covers, its last action chunk included
+        if entry.frame_stride is not None and entry.frame_stride != L:
+            raise DataError(f"{self.ds.root}: frame_stride {entry.frame_stride}: frames must be one action chunk apart, "
+                            f"and tokenizer '{card.name}' encodes chunks of {L} steps (the card's tokenizer.chunk_length "
+                            f"is the frame stride: set it there and register again, or leave frame_stride unset)")
+        self.stride = L
+        self.span = (cfg.frames - 1) * L + L  # steps a clip covers, its last action chunk included
         stride = cfg.clip_stride or max(1, self.span // 2)
         lo, hi = entry.episodes or (0, self.ds.episodes)
         if not 0 <= lo < hi <= self.ds.episodes:
@@ -236,7 +243,7 @@ class Stream:
         if isinstance(s, DataError):
             self.state.skipped["clips"] += 1
             return None
-        cfg, stride, L = self.cfg, plan.entry.frame_stride, plan.tok.spec.chunk_length
+        cfg, stride, L = self.cfg, plan.stride, plan.tok.spec.chunk_length
         steps = start + np.arange(cfg.frames) * stride
         where = f"{plan.ds.shards[k].url}: {s['__key__']}"
         try:
@@ -252,7 +259,7 @@ class Stream:
             "action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots.astype(np.int32),
             "action_steps": tb.steps.astype(np.int32), "action_overflow": tb.overflow,
             "embodiment": plan.tok.spec.embodiment_token, "dataset": plan.index,
-            "control_hz": np.float32(plan.ds.card.header.control_frequency_hz), "frame_stride": stride,
+            "control_hz": np.float32(plan.ds.card.header.control_frequency_hz), "frame_stride": np.int64(stride),
             "instruction": s["meta"].get("instruction", ""),
             "key": f"{plan.ds.name}/{plan.ds.shards[k].episodes[e]}@{int(start)}",
         }
@@ -340,7 +347,7 @@ class ClipLoader:
 
     # -- resume
     def _fingerprint(self) -> dict:
-        return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.entry.frame_stride, p.total,
+        return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.stride, p.total,
                               list(p.entry.episodes or ())]
                              for p in self.plans],
                 "frames": self.cfg.frames, "clip_stride": self.cfg.clip_stride, "batch_size": self.cfg.batch_size,

@@ -1,4 +1,4 @@
-"""Frame metrics of a rollout against the real future: PSNR, SSIM, latent MSE, and their means per horizon step.
+"""Frame metrics of a rollout against the real future: PSNR, SSIM, and their means per horizon step.
 
 Every function takes uint8 frames [..., H, W, 3] (the loader's and the rollout's format) and returns one value
 per frame, so the caller keeps the [clips, horizon] layout and averages per step at the end.
@@ -53,17 +53,6 @@ def ssim(a, b) -> np.ndarray:
     # skimage's default 7x7 window needs frames of at least 7 pixels a side; the model's frames are >= 16
     out = [structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(flat_a, flat_b)]
     return np.asarray(out, dtype=np.float64).reshape(lead)
-
-
-def latent_mse(model, a, b) -> np.ndarray:
-    """MSE between the model's latents of two sets of uint8 frames [..., H, W, 3] -> [...]: how far apart the
-    frames are in the space the DiT predicts in (pixel metrics punish a small shift that the latent forgives)."""
-    if a.shape != b.shape:
-        raise UnifiedActionError(f"latent_mse: expected frames of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    with torch.inference_mode():
-        za = model.ae.encode(model.ae.to_pixels(a, model.dtype)).float()
-        zb = model.ae.encode(model.ae.to_pixels(b, model.dtype)).float()
-    return (za - zb).pow(2).mean(dim=(-3, -2, -1)).cpu().numpy().astype(np.float64)
 
 
 def per_step(values: np.ndarray) -> list[float]:

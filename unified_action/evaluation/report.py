@@ -25,7 +25,7 @@ FUTURE_RGB = (200, 200, 200)  # border of every other frame
 BORDER = 3
 LABEL_W = 110
 MIN_TILE = 96  # frames are upscaled (nearest) to at least this size: 32x32 thumbnails are unreadable
-TABLE_METRICS = ("psnr", "ssim", "latent_mse", "baseline_psnr", "baseline_ssim", "dpsnr")
+TABLE_METRICS = ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "dpsnr")
 
 
 def _scale(frame_hw: tuple[int, int]) -> int:
@@ -108,7 +108,7 @@ def plot_metrics(r: DatasetResult, path: Path) -> None:
 def _fmt(v: float, key: str) -> str:
     if not math.isfinite(v):
         return "n/a"
-    return f"{v:.4f}" if key in ("ssim", "baseline_ssim", "latent_mse") else f"{v:.2f}"
+    return f"{v:.4f}" if key in ("ssim", "baseline_ssim") else f"{v:.2f}"
 
 
 def table_rows(r: DatasetResult) -> list[list[str]]:
@@ -156,9 +156,34 @@ def _section(r: DatasetResult, files: dict[str, list[Path]]) -> str:
     return "\n".join(parts)
 
 
-def render_html(result: EvalResult, files: dict[str, list[Path]]) -> str:
+def comparison_rows(result: EvalResult, reference: EvalResult) -> list[list[str]]:
+    """Per dataset both models evaluated on: [dataset, reference PSNR, this PSNR, forgetting (reference - this),
+    reference dPSNR, this dPSNR, copy-last PSNR]."""
+    ref = {r.name: r.overall() for r in reference.datasets}
+    rows = []
+    for r in result.datasets:
+        if r.name in ref:
+            o, q = r.overall(), ref[r.name]
+            rows.append([r.name, _fmt(q["psnr"], "psnr"), _fmt(o["psnr"], "psnr"), _fmt(q["psnr"] - o["psnr"], "psnr"),
+                         _fmt(q["dpsnr"], "dpsnr"), _fmt(o["dpsnr"], "dpsnr"), _fmt(o["baseline_psnr"], "psnr")])
+    return rows
+
+
+def _comparison(result: EvalResult, reference: EvalResult, label: str) -> str:
+    e = html.escape
+    head = ["dataset", f"{label} PSNR", "PSNR", "forgetting (dB)", f"{label} dPSNR", "dPSNR", "copy-last PSNR"]
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in comparison_rows(result, reference))
+    return (f"<h2>Side by side: <code>{e(reference.model)}</code> ({e(label)}) and this model</h2>"
+            f"<p>The same held-out clips, noise and sampling; forgetting = {e(label)} PSNR minus this model's.</p>"
+            f"<table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>{body}</table>")
+
+
+def render_html(result: EvalResult, files: dict[str, list[Path]], reference: EvalResult | None = None,
+                reference_label: str = "reference") -> str:
     e = html.escape
     sections = "\n".join(_section(r, files) for r in result.datasets)
+    if reference is not None:
+        sections = _comparison(result, reference, reference_label) + "\n" + sections
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>uact eval: {e(result.model)}</title><style>{_STYLE}</style></head>
 <body>
@@ -177,8 +202,11 @@ def _clean_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def write_report(result: EvalResult, out: str | Path) -> Path:
-    """Write strips, GIFs, plots, metrics.json and report.html into `out` (replaced whole) -> report.html's path."""
+def write_report(result: EvalResult, out: str | Path, reference: EvalResult | None = None,
+                 reference_label: str = "reference") -> Path:
+    """Write strips, GIFs, plots, metrics.json and report.html into `out` (replaced whole) -> report.html's path.
+    reference: another model's evaluation on some of the same datasets (e.g. the pretrained model before a
+    fine-tune), shown side by side at the top and kept in metrics.json as "reference"."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -194,8 +222,11 @@ def write_report(result: EvalResult, out: str | Path) -> Path:
             frames = gif_frames(ex)
             frames[0].save(gif, save_all=True, append_images=frames[1:], duration=250, loop=0)
             files[r.name] += [png, gif]
-    (tmp / "metrics.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    (tmp / "report.html").write_text(render_html(result, files), encoding="utf-8")
+    metrics = result.to_json()
+    if reference is not None:
+        metrics["reference"] = {"label": reference_label, **reference.to_json()}
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    (tmp / "report.html").write_text(render_html(result, files, reference, reference_label), encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

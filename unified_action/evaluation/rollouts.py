@@ -22,14 +22,14 @@ from tqdm import tqdm
 from unified_action.data.dataset import open_dataset
 from unified_action.errors import DataError, UnifiedActionError
 from unified_action.evaluation import metrics as M
-from unified_action.models.sampling import ACTION_KEYS
+from unified_action.models.batch import ACTION_KEYS
+from unified_action.models.sampling import rollout
 from unified_action.tokenization import Registry
 
 # metric -> (column title, higher is better); per clip and horizon step, in this order in tables and metrics.json
 METRICS = {
     "psnr": ("PSNR (dB)", True),
     "ssim": ("SSIM", True),
-    "latent_mse": ("latent MSE", False),
     "baseline_psnr": ("copy-last PSNR", True),
     "baseline_ssim": ("copy-last SSIM", True),
     "counterfactual_psnr": ("other-actions PSNR", False),
@@ -130,7 +130,7 @@ def collect_clips(path: str | Path, registry: Registry, episodes: tuple[int, int
     # The loader yields a shard's clips together, so its first `limit` clips may all come from one episode: read
     # up to POOL_FACTOR times more, then take them round-robin over the episodes (clips of many episodes)
     for batch in loader:  # one epoch: every clip of the range once, in the loader's seeded order
-        for k in ("frames", *ACTION_KEYS, "embodiment", "control_hz", "key"):
+        for k in ("frames", *ACTION_KEYS, "embodiment", "control_hz", "frame_stride", "key"):
             parts.setdefault(k, []).append(batch[k])
         n += len(batch["key"])
         if n >= limit * POOL_FACTOR:
@@ -164,14 +164,9 @@ def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | No
     return out
 
 
-def _frames_metrics(model, real: np.ndarray, gen: np.ndarray, device: torch.device) -> tuple[np.ndarray, ...]:
-    lat = M.latent_mse(model, torch.from_numpy(real).to(device), torch.from_numpy(gen).to(device))
-    return M.psnr(real, gen), M.ssim(real, gen), lat
-
-
 def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
                      horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
-                     progress: bool = True) -> DatasetResult:
+                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True) -> DatasetResult:
     ds = open_dataset(path)
     rng = tuple(episodes) if episodes is not None else default_heldout(ds.episodes)
     if not 0 <= rng[0] < rng[1] <= ds.episodes:
@@ -208,10 +203,12 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
         context = torch.from_numpy(frames[:, :C]).to(device)
         emb = torch.from_numpy(data["embodiment"][idx]).to(device)
         hz = torch.from_numpy(data["control_hz"][idx]).to(device)
+        stride = torch.from_numpy(data["frame_stride"][idx]).to(device)
         acts = {k: torch.from_numpy(data[k][idx]).to(device) for k in ACTION_KEYS}
         torch.manual_seed(seed + s)  # the same noise for the real and the counterfactual rollout of a batch
-        gen = model.rollout(context, acts, emb, hz, horizon=H, steps=steps).cpu().numpy()
-        vals["psnr"][idx], vals["ssim"][idx], vals["latent_mse"][idx] = _frames_metrics(model, real, gen, device)
+        gen = rollout(model, context, acts, emb, hz, horizon=H, steps=steps, frame_stride=stride, guidance=guidance,
+                      min_change=min_change).cpu().numpy()
+        vals["psnr"][idx], vals["ssim"][idx] = M.psnr(real, gen), M.ssim(real, gen)
         last = np.repeat(frames[:, C - 1:C], H, axis=1)
         vals["baseline_psnr"][idx], vals["baseline_ssim"][idx] = M.psnr(real, last), M.ssim(real, last)
         has_cf = np.array([partner[i] is not None for i in idx])
@@ -220,7 +217,8 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
             src = np.array([partner[i] if partner[i] is not None else 0 for i in idx])
             cf_acts = {k: torch.from_numpy(pool[k][src]).to(device) for k in ACTION_KEYS}
             torch.manual_seed(seed + s)
-            cf = model.rollout(context, cf_acts, emb, hz, horizon=H, steps=steps).cpu().numpy()
+            cf = rollout(model, context, cf_acts, emb, hz, horizon=H, steps=steps, frame_stride=stride,
+                         guidance=guidance, min_change=min_change).cpu().numpy()
             cf_psnr = np.where(has_cf[:, None], M.psnr(real, cf), np.nan)
             vals["counterfactual_psnr"][idx] = cf_psnr
             vals["dpsnr"][idx] = vals["psnr"][idx] - cf_psnr
@@ -252,7 +250,8 @@ def check_embodiments(paths: list[Path], config: dict) -> None:
 
 def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, datasets: list[str | Path], *,
              episodes: tuple[int, int] | None = None, context_frames: int = 2, horizon: int = 6, clips: int = 16,
-             steps: int = 4, seed: int = 0, device: str = "cpu", examples: int = 3, progress: bool = True) -> EvalResult:
+             steps: int = 1, guidance: float = 1.0, min_change: float = 3.0, seed: int = 0, device: str = "cpu", examples: int = 3,
+             progress: bool = True) -> EvalResult:
     """Roll out the exported model on held-out clips of each dataset (default: its last 20% of episodes) and
     measure it per horizon step against the real frames, copy-last and counterfactual actions."""
     from unified_action.training.export import load_pretrained
@@ -273,5 +272,7 @@ def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, dat
     dev = torch.device(device)
     model = model.to(dev).eval()
     results = [evaluate_dataset(model, reg, p, episodes, context_frames=context_frames, horizon=horizon, clips=clips,
-                                steps=steps, seed=seed, device=dev, examples=examples, progress=progress) for p in paths]
+                                steps=steps, seed=seed, device=dev, examples=examples, guidance=guidance,
+                                min_change=min_change, progress=progress)
+               for p in paths]
     return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results)

@@ -1,4 +1,4 @@
-"""The action-conditioned video world model: frame autoencoder + latent diffusion transformer (world_model.py)."""
+"""The action-conditioned video world model: a pixel-space diffusion transformer over frame changes (world_model.py)."""
 
 from unified_action.models.world_model import MODEL_SIZES, ModelConfig, WorldModel, count_parameters, model_config
 

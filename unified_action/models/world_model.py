@@ -1,20 +1,43 @@
-"""The action-conditioned video world model: a frame autoencoder and a latent diffusion transformer, in one file.
+"""The action-conditioned video world model: a pixel-space diffusion transformer over frame CHANGES, in one file.
 
 Reads top to bottom: config and size table, the transformer's parts, the model, its loss.
 
-- Frames are encoded by the jointly trained autoencoder (autoencoder.py: why jointly, why stop-gradient,
-  why tanh) into latents [C, H/4, W/4], patchified into (H/4/p) x (W/4/p) tokens per frame.
-- Each block is factorized space-time (as in Latte/Genie/IRASim): spatial self-attention within a frame
-  (learned 2D positional embedding), then temporal self-attention across frames at each spatial position,
-  CAUSAL and limited to a window of `max_frames` frames, with rotary positions (relative, so a sliding
-  window in rollout keeps every distance it was trained on), then an MLP.
-- Conditioning is PER FRAME (IRASim: per-frame beats per-clip) through adaLN-Zero (DiT): a vector c[b, f]
-  gives every block's shift/scale/gate for frame f; gates start at zero so each block starts as identity.
-  c[b, f] = noise-level embedding of frame f + embedding of the action chunk that LEADS to frame f (the
-  loader's chunk of frame f-1; frame 0 gets a learned "no previous action" vector) + control-frequency
-  embedding (Fourier features of log Hz, as RDT).
-- Diffusion Forcing with rectified flow: every frame gets its own noise level t in [0, 1],
-  x_t = (1 - t) x0 + t eps, the model predicts v = eps - x0; few Euler steps sample (sampling.py).
+What it predicts. Frame f is the previous frame plus a change: frame_f = frame_{f-1} + delta_f. The
+transformer sees the previous frame (clean: real in training, its own output in a rollout) and a noisy
+delta_f, and predicts delta_f itself (x0-prediction) through an output layer initialised to zero. So the
+untrained model IS the copy-last-frame baseline, and training can only add motion; what is static costs
+nothing to get right. Rectified flow on the delta: x_t = (1 - t) delta + t eps, an independent t per frame
+(Diffusion Forcing), loss = pixel MSE of the predicted delta (= of the predicted frame, i.e. what PSNR
+measures). (An L1 term beside it, to keep static regions exactly static, made the model predict no motion at
+all: the median of an uncertain change is zero. Measured: the shuffled-action loss gap stayed 0 for 300 steps.) With one sampling step the rollout is the model's conditional mean; more steps sharpen it.
+
+Why pixels and not a latent autoencoder (measured on the demo's data; issue 10 and benchmarks/README.md):
+- the jointly trained conv autoencoder reconstructed held-out frames BELOW copy-last on every embodiment
+  (e.g. Pong 32.8 dB vs 40.3), so no rollout decoded through it could beat copy-last; it was ~95% of a
+  training step's time; and a new robot's fine-tune either retrained it (forgetting every pretrained scene:
+  Push-T 25.8 -> 13.2 dB) or decoded the new camera poorly with it frozen;
+- a frozen, separately trained autoencoder with cached latents and delta decoding reached copy-last
+  (a prototype on the same data), at the cost of a second training stage, a latent cache and a codec to
+  keep in step with every checkpoint;
+- patches of pixels (8x8 at 64x64, as DIAMOND works on pixels and JiT shows x-prediction makes large
+  pixel patches work) give the transformer the same number of tokens per frame, no codec error at all,
+  nothing to forget in fine-tuning, and a loss that is the metric. At 256 px, use patch_size 16.
+
+How actions get in (each piece chosen because a world model that ignores its actions is the field's most
+reported failure):
+- the frame's action chunk is exactly the actions between the previous frame and this one (the loader's
+  frame stride is the tokenizer's chunk length), and the frame interval (control Hz, frame stride) is an input;
+- every action token is embedded by id, slot, step and embodiment AND by its value (a bin's centre, a
+  button's state, as Fourier features: action_encoder.py), so neighbouring bins share structure from step 0;
+- the pooled action queries are appended to every frame's patch tokens (spatial attention reads them
+  directly, HMA's "concat"), and their summary joins the noise-level embedding in every block's adaLN
+  ("modulate", as DIAMOND and Cosmos add the action to the noise embedding);
+- actions are dropped for a share of training clips (a learned null), so a rollout can use classifier-free
+  guidance over actions (guidance > 1 strengthens control, Vid2World's causal action guidance).
+
+Blocks: spatial attention within a frame, then causal temporal attention across frames at each token
+position (rotary positions, a sliding window of max_frames - 1 frames: the KV cache keeps it at rollout),
+then an MLP; every sublayer adaLN-Zero-modulated per frame (IRASim: per-frame beats per-clip).
 """
 
 from __future__ import annotations
@@ -29,20 +52,16 @@ from torch import nn
 
 from unified_action.errors import ConfigError, UnifiedActionError, did_you_mean
 from unified_action.models.action_encoder import ActionEncoder
-from unified_action.models.autoencoder import FrameAutoencoder
-from unified_action.models.sampling import KVCache, rollout
+from unified_action.models.batch import ACTION_KEYS
+from unified_action.models.spec import ModelSpec, register_model
 
-# Parameter counts (the test holds them to these ranges): tiny ~1.9M, small ~45M, base ~260M, large ~1.0B.
+# Parameter counts (the test holds them to these ranges): tiny ~2.7M, small ~50M, base ~260M, large ~1.0B.
 MODEL_SIZES: dict[str, dict] = {
-    # trains on a 2-core CPU in minutes; ~25 frames/s rollout there at 64x64, 4 steps
-    "tiny": dict(width=128, depth=4, heads=4, patch_size=2, latent_channels=4,
-                 ae_channels=32, ae_mults=(1, 2, 2), ae_blocks=1, action_width=32, action_queries=1),
-    "small": dict(width=384, depth=12, heads=6, patch_size=2, latent_channels=8,
-                  ae_channels=64, ae_mults=(1, 2, 4), ae_blocks=2, action_width=192, action_queries=2),
-    "base": dict(width=768, depth=16, heads=12, patch_size=2, latent_channels=8,
-                 ae_channels=128, ae_mults=(1, 2, 4), ae_blocks=2, action_width=384, action_queries=4),
-    "large": dict(width=1280, depth=24, heads=20, patch_size=2, latent_channels=16,
-                  ae_channels=128, ae_mults=(1, 2, 4), ae_blocks=2, action_width=640, action_queries=4),
+    # trains on a 2-core CPU in minutes (the demo); >= 20 frames/s rollout there at 64x64
+    "tiny": dict(width=128, depth=4, heads=4, patch_size=8, action_width=64, action_queries=2),
+    "small": dict(width=384, depth=12, heads=6, patch_size=8, action_width=192, action_queries=4),
+    "base": dict(width=768, depth=16, heads=12, patch_size=8, action_width=384, action_queries=4),
+    "large": dict(width=1280, depth=24, heads=20, patch_size=8, action_width=640, action_queries=4),
 }
 _ARCH = tuple(MODEL_SIZES["tiny"])  # the fields a size fills in
 
@@ -53,27 +72,24 @@ class ModelConfig:
     image_size: tuple[int, int] = (64, 64)
     vocab_size: int = 8192  # rows of the action-token embedding: Vocabulary.size of the registry
     max_action_tokens: int = 64  # P, tokens per frame's chunk
-    max_frames: int = 8  # frames per training clip = temporal attention window at rollout
+    max_frames: int = 8  # frames per training clip; the temporal window holds max_frames - 1 predicted frames
     context_frames: int = 2
     # architecture; None = from MODEL_SIZES[size]
     width: int | None = None
     depth: int | None = None
     heads: int | None = None
-    patch_size: int | None = None
-    latent_channels: int | None = None
-    ae_channels: int | None = None
-    ae_mults: tuple[int, ...] | None = None  # channel multiplier per AE level; downsample = 2 ** (levels - 1)
-    ae_blocks: int | None = None
+    patch_size: int | None = None  # pixels per patch side
     action_width: int | None = None  # action-token embedding size: the 8192+ row tables dominate tiny otherwise
-    action_queries: int | None = None
+    action_queries: int | None = None  # pooled action tokens per frame, appended to its patch tokens
     mlp_ratio: float = 4.0
     rope_base: float = 100.0  # the window is ~10 frames: a small base spends the rotary dims on distances that occur
-    # loss
-    recon_weight: float = 1.0
-    recon_l1: float = 0.5  # L1 beside MSE: sharper edges, less of MSE's blur
-    prefix_prob: float = 0.5  # clips trained in the rollout regime: a clean(ish) prefix, noisy frames after it
-    prefix_noise: float = 0.1  # prefix frames get t ~ U(0, this) or 0: robust to imperfect generated context
-    prefix_loss_weight: float = 0.1  # their v-target is nearly unpredictable noise: weigh it down, keep it
+    # training
+    action_dropout: float = 0.1  # share of clips trained with the null action: classifier-free guidance at rollout
+    prefix_prob: float = 0.5  # clips trained in the rollout regime: a clean prefix of known changes, noisy frames after
+    prefix_loss_weight: float = 0.1  # a clean frame's target is in its input: weigh it down, keep it
+    # share of clips trained with temporal attention cut to each frame alone: from its previous frame the motion
+    # can only come from the actions (with the whole history, momentum explains most of it, and the actions stay unused)
+    isolate_prob: float = 0.25
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
@@ -83,29 +99,28 @@ class ModelConfig:
             if getattr(self, k) is None:
                 object.__setattr__(self, k, v)
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
-        object.__setattr__(self, "ae_mults", tuple(int(m) for m in self.ae_mults))
-        cell = 2 ** (len(self.ae_mults) - 1) * self.patch_size
         problems = []
-        if len(self.image_size) != 2 or any(s % cell for s in self.image_size):
-            problems.append(f"image_size {self.image_size} must be 2 sizes divisible by {cell} (AE downsample x patch)")
+        if len(self.image_size) != 2 or any(s % self.patch_size for s in self.image_size):
+            problems.append(f"image_size {self.image_size} must be 2 sizes divisible by patch_size {self.patch_size}")
         if self.width % self.heads or (self.width // self.heads) % 2:
             problems.append(f"width {self.width} must split into {self.heads} heads of an even size (rotary pairs)")
         if self.action_width % self.heads:
             problems.append(f"action_width {self.action_width} must split into {self.heads} heads")
-        if not 0 <= self.context_frames < self.max_frames:
-            problems.append(f"context_frames {self.context_frames} must be in [0, max_frames={self.max_frames})")
+        if not 0 < self.context_frames < self.max_frames:
+            problems.append(f"context_frames {self.context_frames} must be in [1, max_frames={self.max_frames})")
+        if not 0 <= self.action_dropout < 1:
+            problems.append(f"action_dropout {self.action_dropout} must be in [0, 1)")
         if problems:
             raise ConfigError("model: " + "; ".join(problems))
 
     @property
-    def latent_size(self) -> tuple[int, int]:
-        d = 2 ** (len(self.ae_mults) - 1)
-        return self.image_size[0] // d, self.image_size[1] // d
+    def tokens_per_frame(self) -> int:
+        return (self.image_size[0] // self.patch_size) * (self.image_size[1] // self.patch_size)
 
     @property
-    def tokens_per_frame(self) -> int:
-        h, w = self.latent_size
-        return (h // self.patch_size) * (w // self.patch_size)
+    def window(self) -> int:
+        """Predicted frames temporal attention sees: a clip of max_frames frames has max_frames - 1 changes."""
+        return self.max_frames - 1
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -152,11 +167,16 @@ class MLPEmbed(nn.Module):
         return self.net(x.to(self.net[0].weight.dtype))
 
 
-def control_hz_features(hz: torch.Tensor) -> torch.Tensor:
+def log_hz_features(hz: torch.Tensor) -> torch.Tensor:
     """[B] Hz -> [B, 17]: log Hz and its sin/cos at 8 octaves (Fourier features of log frequency, as RDT)."""
     x = torch.log(hz.float().clamp_min(1e-3))
     freqs = 2.0 ** torch.arange(-3, 5, device=hz.device, dtype=torch.float32)
     return torch.cat([x[:, None], torch.sin(x[:, None] * freqs), torch.cos(x[:, None] * freqs)], dim=-1)
+
+
+def interval_features(control_hz: torch.Tensor, frame_stride: torch.Tensor) -> torch.Tensor:
+    """[B] control Hz and frame stride -> [B, 34]: the control rate and the frame rate (Hz / stride) it implies."""
+    return torch.cat([log_hz_features(control_hz), log_hz_features(control_hz / frame_stride.float().clamp_min(1))], -1)
 
 
 def rope_angles(start: int, frames: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +195,39 @@ def rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tenso
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+class KVCache:
+    """Per block, a ring of `window` slots of temporal keys/values [B*N, heads, window, d]; frame at position
+    p lives in slot p % window. Writing frame p overwrites frame p - window, the one that just left its window;
+    attention over the slots needs no order (rotary positions are already in the keys, and no mask is left)."""
+
+    def __init__(self, depth: int, window: int):
+        self.window = window
+        self.k: list[torch.Tensor | None] = [None] * depth
+        self.v: list[torch.Tensor | None] = [None] * depth
+
+    def _write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> None:
+        if self.k[layer] is None:
+            S, H, _, d = k.shape
+            self.k[layer] = k.new_zeros(S, H, self.window, d)
+            self.v[layer] = v.new_zeros(S, H, self.window, d)
+        for j in range(max(0, k.shape[2] - self.window), k.shape[2]):  # only the last `window` frames matter
+            slot = (start + j) % self.window
+            self.k[layer][:, :, slot] = k[:, :, j]
+            self.v[layer][:, :, slot] = v[:, :, j]
+
+    def load(self, presents: list[tuple[torch.Tensor, torch.Tensor]], start: int) -> None:
+        """Store the K/V of consecutive frames from position `start` on (a prefill computed without the cache)."""
+        for layer, (k, v) in enumerate(presents):
+            self._write(layer, k, v, start)
+
+    def window_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put frame `pos`'s k, v [S, H, 1, d] in its slot -> the K/V of frames pos-window+1..pos (fewer at the start).
+        Denoising steps write their noisy K/V there too; the final clean pass overwrites them."""
+        self._write(layer, k, v, pos)
+        n = min(pos + 1, self.window)  # positions start at 0, so before the ring wraps slots 0..pos hold them
+        return self.k[layer][:, :, :n], self.v[layer][:, :, :n]
 
 
 class Attention(nn.Module):
@@ -205,7 +258,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         W = cfg.width
-        self.window = cfg.max_frames
+        self.window = cfg.window
         self.norms = nn.ModuleList([nn.LayerNorm(W, elementwise_affine=False, eps=1e-6) for _ in range(3)])
         self.spatial = Attention(W, cfg.heads)
         self.temporal = Attention(W, cfg.heads)
@@ -214,8 +267,9 @@ class Block(nn.Module):
         self.ada = nn.Linear(W, 9 * W)  # shift, scale, gate for each of the three sublayers; zero-initialised
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], start: int,
-                cache: KVCache | None = None, layer: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x [B, F, N, W], frames at positions start..start+F-1; c [B, F, W]; rot: their rotary angles.
+                cache: KVCache | None = None, layer: int = 0,
+                isolated: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, F, N, W] (a frame's patch and action tokens), frames at positions start..start+F-1; c [B, F, W].
         With a cache (one frame at a time), its temporal K/V go into the cache's window and attend over it.
         -> (x, temporal (k, v) of these frames)."""
         B, Fr, N, W = x.shape
@@ -225,10 +279,15 @@ class Block(nn.Module):
         o = F.scaled_dot_product_attention(*self.spatial.split(h))
         x = x + m[2] * self.spatial.merge(o).reshape(B, Fr, N, W)
 
-        h = modulate(self.norms[1](x), m[3], m[4]).transpose(1, 2).reshape(B * N, Fr, W)  # per spatial position
+        h = modulate(self.norms[1](x), m[3], m[4]).transpose(1, 2).reshape(B * N, Fr, W)  # per token position
         q, k, v = self.temporal.split(h)
         q, k = rope(q, rot), rope(k, rot)
-        if cache is None:
+        if isolated is not None and isolated.any():  # [B] clips whose frames see only themselves (training only)
+            eye = torch.eye(Fr, dtype=torch.bool, device=x.device)
+            causal = torch.ones(Fr, Fr, dtype=torch.bool, device=x.device).tril()
+            mask = torch.where(isolated.repeat_interleave(N)[:, None, None, None], eye, causal)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif cache is None:
             o = self._temporal_attention(q, k, v, start)
         elif Fr != 1:
             raise UnifiedActionError("model: the KV cache takes one frame at a time")
@@ -267,35 +326,62 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     return torch.cat([sinusoidal(ys.flatten(), dim // 2), sinusoidal(xs.flatten(), dim // 2)], dim=-1)
 
 
+def to_pixels(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
+    return frames.to(dtype).movedim(-1, -3) / 127.5 - 1.0
+
+
+def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3], rounded and clamped."""
+    return ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+
+
+@dataclass
+class Conditioning:
+    """What conditions each predicted frame besides its noise level: the adaLN vector [B, F, W] and the action
+    tokens [B, F, Q, W] appended to its patch tokens."""
+
+    vector: torch.Tensor
+    tokens: torch.Tensor
+
+    def frames(self, lo: int, hi: int) -> Conditioning:
+        return Conditioning(self.vector[:, lo:hi], self.tokens[:, lo:hi])
+
+
 # ----------------------------------------------------------------------------------------- the model
 class WorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        W, p, C = cfg.width, cfg.patch_size, cfg.latent_channels
-        self.ae = FrameAutoencoder(cfg.ae_channels, cfg.ae_mults, cfg.ae_blocks, C)
-        self.actions = ActionEncoder(cfg.vocab_size, cfg.action_width, W, cfg.heads, cfg.max_action_tokens, cfg.action_queries)
-        self.no_action = nn.Parameter(torch.zeros(W))  # frame 0's "action": nothing led to it
+        W, p, Q = cfg.width, cfg.patch_size, cfg.action_queries
+        self.actions = ActionEncoder(cfg.vocab_size, cfg.action_width, cfg.heads, cfg.max_action_tokens, Q)
+        self.action_tokens = nn.Linear(cfg.action_width, W)  # each pooled query -> one token beside the patches
+        self.action_vector = nn.Linear(Q * cfg.action_width, W)  # all queries -> the adaLN vector's action part
+        self.null_tokens = nn.Parameter(torch.zeros(Q, W))  # dropped actions (classifier-free guidance)
+        self.null_vector = nn.Parameter(torch.zeros(W))
+        self.token_type = nn.Parameter(torch.zeros(Q, W))  # tells action tokens from patches in attention
         self.t_embed = MLPEmbed(256, W)
-        self.hz_embed = MLPEmbed(17, W)
-        self.patch_in = nn.Linear(C * p * p, W)
+        self.interval_embed = MLPEmbed(34, W)
+        self.patch_in = nn.Linear(2 * 3 * p * p, W)  # the previous frame's patch and the noisy change, side by side
+        self.cond_in = nn.Linear(W, W)  # the frame's conditioning added to every patch token: a path open from step 0
         self.pos_embed = nn.Parameter(torch.zeros(cfg.tokens_per_frame, W))
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
-        self.final = FinalLayer(W, C * p * p)
+        self.final = FinalLayer(W, 3 * p * p)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """DiT's init: xavier linears, zero biases, N(0, 0.02) embeddings, adaLN and output zeroed (blocks start as identity)."""
-        for m in [*self.blocks.modules(), *self.t_embed.modules(), *self.hz_embed.modules(), self.patch_in,
-                  self.final.linear, self.actions.q_proj, self.actions.kv_proj, self.actions.out]:
+        """DiT's init: xavier linears, zero biases, N(0, 0.02) embeddings, adaLN and output zeroed: every block starts
+        as the identity and the predicted change as zero, so the untrained model is exactly copy-last."""
+        for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         self.actions.init_weights()
-        nn.init.normal_(self.no_action, std=0.02)
-        h, w = self.cfg.latent_size
+        for prm in (self.null_tokens, self.null_vector, self.token_type):
+            nn.init.normal_(prm, std=0.02)
+        n = self.cfg.image_size[0] // self.cfg.patch_size, self.cfg.image_size[1] // self.cfg.patch_size
         with torch.no_grad():
-            self.pos_embed.copy_(sincos_2d(h // self.cfg.patch_size, w // self.cfg.patch_size, self.cfg.width))
+            self.pos_embed.copy_(sincos_2d(*n, self.cfg.width))
         for lin in [*(b.ada for b in self.blocks), self.final.ada, self.final.linear]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -304,104 +390,123 @@ class WorldModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.patch_in.weight.dtype  # bf16 under DeepSpeed's bf16 mode, float32 otherwise
 
-    # -- latents <-> tokens
-    def patchify(self, z: torch.Tensor) -> torch.Tensor:
-        """[B, F, C, h, w] -> [B, F, N, C*p*p]."""
-        B, Fr, C, h, w = z.shape
+    # -- pixels <-> tokens
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, F, 3, H, W] -> [B, F, N, 3*p*p]."""
+        B, Fr, C, H, W = x.shape
         p = self.cfg.patch_size
-        z = z.reshape(B, Fr, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-        return z.reshape(B, Fr, (h // p) * (w // p), C * p * p)
+        x = x.reshape(B, Fr, C, H // p, p, W // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, Fr, (H // p) * (W // p), C * p * p)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         B, Fr = x.shape[:2]
-        p, C = self.cfg.patch_size, self.cfg.latent_channels
-        h, w = self.cfg.latent_size
-        x = x.reshape(B, Fr, h // p, w // p, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-        return x.reshape(B, Fr, C, h, w)
+        p = self.cfg.patch_size
+        H, W = self.cfg.image_size
+        x = x.reshape(B, Fr, H // p, W // p, 3, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, Fr, 3, H, W)
 
     # -- conditioning
-    def conditioning(self, actions: dict[str, torch.Tensor], embodiment: torch.Tensor, control_hz: torch.Tensor):
-        """Everything in c[b, f] but the noise level: [B, F, W]. Frame f gets frame f-1's chunk (the one leading to it)."""
-        a = self.actions(actions["action_tokens"], actions["action_mask"], actions["action_slots"],
-                         actions["action_steps"], embodiment)
-        a = torch.cat([self.no_action.to(a.dtype).expand(a.shape[0], 1, -1), a[:, :-1]], dim=1)
-        return a + self.hz_embed(control_hz_features(control_hz))[:, None]
+    def conditioning(self, batch: dict[str, torch.Tensor], drop: torch.Tensor | None = None) -> Conditioning:
+        """Chunks 0..F-2 of the batch's actions -> the conditioning of predicted frames 1..F-1 (frame f follows
+        chunk f-1: the actions between frame f-1 and frame f). drop [B] bool: clips given the null action."""
+        acts = {k: batch[k][:, :-1] for k in ACTION_KEYS}
+        q = self.actions(acts["action_tokens"], acts["action_mask"], acts["action_slots"], acts["action_steps"],
+                         batch["embodiment"])  # [B, F-1, Q, Wa]
+        tokens = self.action_tokens(q) + self.token_type.to(q.dtype)
+        vector = self.action_vector(q.flatten(-2))
+        if drop is not None:
+            d = drop.to(q.dtype)
+            tokens = tokens * (1 - d[:, None, None, None]) + (self.null_tokens + self.token_type).to(q.dtype) * d[:, None, None, None]
+            vector = vector * (1 - d[:, None, None]) + self.null_vector.to(q.dtype) * d[:, None, None]
+        interval = self.interval_embed(interval_features(batch["control_hz"], batch["frame_stride"]))
+        return Conditioning(vector + interval[:, None], tokens)
 
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, start: int = 0,
-                 cache: KVCache | None = None) -> tuple[torch.Tensor, list]:
-        """The DiT. x_t [B, F, C, h, w] at noise levels t [B, F] (frames at positions start..), cond [B, F, W]
-        -> (predicted v = eps - x0 in float32, per block the temporal (k, v) of these frames)."""
+    def denoise(self, prev: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, start: int = 0,
+                cache: KVCache | None = None, isolated: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
+        """The transformer. prev [B, F, 3, H, W] the previous frames, x_t [B, F, 3, H, W] their noisy changes at
+        levels t [B, F] (predicted frames at positions start..) -> (predicted change in float32, per block the
+        temporal (k, v) of these frames)."""
         cfg = self.cfg
-        x = self.patch_in(self.patchify(x_t.to(self.dtype))) + self.pos_embed.to(self.dtype)
-        c = cond.to(self.dtype) + self.t_embed(sinusoidal(t * 1000, 256))  # t*1000: DiT's timestep scale
+        # the noisy change enters scaled by (1 - t): at t = 1 it is pure noise and carries nothing, so it is zeroed
+        # instead of left for the network to learn to ignore (after 300 CPU steps it had not: one-step rollouts
+        # leaked the noise into the frames, Pong 7 dB below copy-last); for t < 1 the scaling loses nothing (t is known)
+        x_in = x_t * (1 - t)[:, :, None, None, None].to(x_t.dtype)
+        patches = torch.cat([self.patchify(prev.to(self.dtype)), self.patchify(x_in.to(self.dtype))], dim=-1)
+        x = self.patch_in(patches) + self.pos_embed.to(self.dtype) + self.cond_in(cond.vector.to(self.dtype))[:, :, None]
+        N = x.shape[2]
+        x = torch.cat([x, cond.tokens.to(self.dtype)], dim=2)  # [B, F, N + Q, W]
+        c = cond.vector.to(self.dtype) + self.t_embed(sinusoidal(t * 1000, 256))  # t*1000: DiT's timestep scale
         rot = rope_angles(start, x.shape[1], cfg.width // cfg.heads, cfg.rope_base, x.device)
         presents = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, c, rot, start, cache, i)
+            x, kv = block(x, c, rot, start, cache, i, isolated)
             presents.append(kv)
-        return self.unpatchify(self.final(x, c)).float(), presents
+        return self.unpatchify(self.final(x[:, :, :N], c)).float(), presents
 
     # -- training
-    def sample_noise_levels(self, batch: int, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Diffusion Forcing: an independent t ~ U(0, 1) per frame -> (t [B, F], loss weight [B, F]).
+    def sample_noise_levels(self, batch: int, frames: int, device: torch.device,
+                            generator: torch.Generator | None = None, rollout: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diffusion Forcing: an independent t per predicted frame, t = sqrt(u) with u ~ U(0, 1) (density 2t: more of the
+        high levels, where the answer must come from the context and the actions rather than from the noisy input,
+        and where a one-step rollout starts) -> (t [B, F], loss weight [B, F]).
 
-        With probability prefix_prob a clip is put in the rollout regime instead: its first k frames
-        (k uniform in [context_frames, F-1]) get a light level (0 or U(0, prefix_noise)), the rest stay
-        independent: clean past, noisy future, as autoregressive sampling sees it. Uniform t (not SD3's
-        logit-normal) because few-step sampling evaluates t = 1, 3/4, ... equally often. All draws come from
-        torch's global RNG, in a fixed order, so restoring the RNG state resumes bit-exactly."""
+        With probability prefix_prob a clip is put in the rollout regime instead: its first k frames (k uniform
+        in [context_frames - 1, F - 1]) are clean (t = 0: known changes, as a rollout's context and its finished
+        frames are), the rest independent. Uniform t because few-step sampling visits t = 1, 3/4, ... equally.
+        Draws come from `generator` (default torch's global RNG), in a fixed order: restoring it resumes exactly.
+        rollout: the one-step rollout's levels instead, for measurements: the context's changes clean, the rest t = 1."""
         cfg = self.cfg
-        t = torch.rand(batch, frames, device=device)
-        prefix = torch.rand(batch, device=device) < cfg.prefix_prob
-        k = torch.randint(min(cfg.context_frames, frames - 1), frames, (batch,), device=device)
-        light = cfg.prefix_noise * torch.rand(batch, frames, device=device)
-        light = light * (torch.rand(batch, frames, device=device) < 0.5)  # half exactly clean, as rollout's context
+        if rollout:
+            t = (torch.arange(frames, device=device) >= cfg.context_frames - 1).float().expand(batch, frames)
+            return t, torch.where(t > 0, 1.0, 0.0)
+        t = torch.rand(batch, frames, device=device, generator=generator).sqrt()
+        prefix = torch.rand(batch, device=device, generator=generator) < cfg.prefix_prob
+        lo = min(cfg.context_frames - 1, frames - 1)
+        k = torch.randint(lo, frames, (batch,), device=device, generator=generator)
         in_prefix = prefix[:, None] & (torch.arange(frames, device=device)[None] < k[:, None])
         weight = torch.where(in_prefix, cfg.prefix_loss_weight, 1.0)
-        return torch.where(in_prefix, light, t), weight
+        return torch.where(in_prefix, torch.zeros_like(t), t), weight
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+               drop_actions: bool | None = None, rollout: bool = False) -> torch.Tensor:
+        """Per-clip diffusion loss [B]. drop_actions: None draws the classifier-free-guidance dropout, False/True
+        gives every clip its actions / the null action; rollout: the one-step rollout's noise levels (the
+        controllability monitor's fixed comparisons)."""
         cfg = self.cfg
         frames = batch["frames"]
         B, Fr = frames.shape[:2]
         if Fr > cfg.max_frames:
             raise UnifiedActionError(f"model: clips of {Fr} frames, the model's window is max_frames={cfg.max_frames}")
-        pixels = FrameAutoencoder.to_pixels(frames, self.dtype)  # [B, F, 3, H, W] in [-1, 1]
-        z = self.ae.encode(pixels)
-        err = self.ae.decode(z).float() - pixels.float()
-        recon = err.pow(2).mean(dim=(1, 2, 3, 4)) + cfg.recon_l1 * err.abs().mean(dim=(1, 2, 3, 4))  # [B]
-
-        x0 = z.detach().float()  # stop-gradient: the DiT does not shape the latent (autoencoder.py)
-        t, weight = self.sample_noise_levels(B, Fr, frames.device)
-        eps = torch.randn_like(x0)
+        if Fr < 2:
+            raise UnifiedActionError(f"model: clips of {Fr} frames; a clip needs at least 2 (a frame and the next)")
+        pix = to_pixels(frames)  # [B, F, 3, H, W] float32
+        prev, target = pix[:, :-1], pix[:, 1:] - pix[:, :-1]  # the change from each frame to the next
+        t, weight = self.sample_noise_levels(B, Fr - 1, frames.device, generator, rollout)
+        eps = torch.randn(target.shape, device=frames.device, generator=generator)
+        drop = (torch.rand(B, device=frames.device, generator=generator) < cfg.action_dropout) if drop_actions is None \
+            else torch.full((B,), bool(drop_actions), device=frames.device)
+        isolated = None
+        if drop_actions is None and cfg.isolate_prob > 0:  # training only: measurements see the whole history
+            isolated = torch.rand(B, device=frames.device, generator=generator) < cfg.isolate_prob
         tt = t[:, :, None, None, None]
-        x_t = (1 - tt) * x0 + tt * eps
-        cond = self.conditioning(batch, batch["embodiment"], batch["control_hz"])
-        v_hat, _ = self.velocity(x_t, t, cond)
-        per_frame = (v_hat - (eps - x0)).pow(2).mean(dim=(2, 3, 4))  # [B, F]
-        diffusion = (per_frame * weight).sum(1) / weight.sum(1)
+        x_t = (1 - tt) * target + tt * eps
+        pred, _ = self.denoise(prev, x_t, t, self.conditioning(batch, drop), isolated=isolated)
+        per_frame = (pred - target).pow(2).mean(dim=(2, 3, 4))  # [B, F-1]
+        return (per_frame * weight).sum(1) / weight.sum(1)
 
-        per_sample = cfg.recon_weight * recon + diffusion
-        return {"loss": per_sample.mean(), "per_sample": per_sample.detach(), "recon": recon.mean().detach(),
-                "diffusion": diffusion.mean().detach()}
-
-    # -- inference
-    @torch.no_grad()
-    def rollout(self, context: torch.Tensor, actions: dict[str, torch.Tensor], embodiment, control_hz, horizon: int,
-                steps: int = 4, cache: bool = True) -> torch.Tensor:
-        """context uint8 [B, C, H, W, 3], actions [B, C+horizon, P] each (frame f's chunk, as in training)
-        -> uint8 [B, horizon, H, W, 3]; see sampling.py."""
-        return rollout(self, context, actions, embodiment, control_hz, horizon, steps, cache)
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        per_sample = self.losses(batch)
+        return {"loss": per_sample.mean(), "per_sample": per_sample.detach()}
 
     # -- bookkeeping
     def flops_per_clip(self, frames: int) -> float:
         """Approximate training FLOPs (forward + backward = 3x forward) of one clip, for MFU."""
         cfg = self.cfg
-        W, N, L = cfg.width, cfg.tokens_per_frame, cfg.depth
-        per_token = L * (8 * W * W + 2 * cfg.mlp_ratio * W * W) + 2 * W * cfg.latent_channels * cfg.patch_size ** 2
+        W, N, L = cfg.width, cfg.tokens_per_frame + cfg.action_queries, cfg.depth
+        per_token = L * (8 * W * W + 2 * cfg.mlp_ratio * W * W) + 2 * W * 6 * cfg.patch_size ** 2
         attention = L * (2 * N * W + (frames + 1) * W)  # spatial over N tokens, causal temporal over ~F/2 frames
-        per_frame = L * 9 * W * W + 2 * W * W + cfg.max_action_tokens * 3 * cfg.action_width ** 2  # adaLN, final, action pooling
-        macs = frames * (N * (per_token + attention) + per_frame + self.ae.macs_per_image(*cfg.image_size))
+        per_frame = L * 9 * W * W + 2 * W * W + cfg.max_action_tokens * 3 * cfg.action_width ** 2  # adaLN, final, actions
+        macs = (frames - 1) * (N * (per_token + attention) + per_frame)
         return 3 * 2 * macs
 
     def resize_vocab(self, vocab_size: int) -> None:
@@ -419,3 +524,26 @@ class WorldModel(nn.Module):
                               f"{self.cfg.max_action_tokens} tokens per chunk the model was trained with")
         self.actions.resize_positions(max_action_tokens)
         self.cfg = dataclasses.replace(self.cfg, max_action_tokens=max_action_tokens)
+
+
+# ----------------------------------------------------------------------------------------- the spec
+def _lora_targets(model: WorldModel) -> list[tuple[nn.Module, str]]:
+    """Each block's spatial and temporal qkv and proj, and its MLP's two linears."""
+    out: list[tuple[nn.Module, str]] = []
+    for block in model.blocks:
+        for attn in (block.spatial, block.temporal):
+            out += [(attn, "qkv"), (attn, "proj")]
+        out += [(block.mlp, str(i)) for i, m in enumerate(block.mlp) if isinstance(m, nn.Linear)]
+    return out
+
+
+register_model(ModelSpec(
+    name="world_model",
+    config_from_dict=ModelConfig.from_dict,
+    build=WorldModel,
+    lora_targets=_lora_targets,
+    conditioning=lambda m: [*(b.ada for b in m.blocks), m.final.ada],
+    action_path=lambda m: [m.actions, m.action_tokens, m.action_vector, m.cond_in],
+    embeddings=lambda m: {"token": m.actions.token, "slot": m.actions.slot, "step": m.actions.step,
+                          "position": m.actions.position},
+))

@@ -34,7 +34,7 @@ class DatasetEntry(_Strict):
     weight: float = Field(1.0, gt=0)
     shards: str | None = Field(None, description="brace pattern / '::'-joined URLs replacing the local shard files")
     camera: str | None = None
-    frame_stride: int = Field(1, ge=1)
+    frame_stride: int | None = Field(None, ge=1)  # default: the tokenizer's chunk length (the only value allowed)
     episodes: tuple[int, int] | None = Field(None, description="only episodes [start, stop) in manifest order")
 
 
@@ -74,6 +74,8 @@ class TrainSection(_Strict):
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)
+    # the controllability monitor (training/monitor.py): loss with real vs shuffled actions every N steps; 0 = off
+    monitor_every: int = Field(25, ge=0)
 
 
 class FinetuneSection(_Strict):

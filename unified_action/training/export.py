@@ -63,11 +63,23 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     meta = json.loads((ckpt / MARKER).read_text())
     tuned = meta.get("run", {}).get("finetune", {})
     if tuned.get("mode") in ("lora", "adapter"):  # adapters to merge, frozen weights to take from the pretrained export
-        from unified_action.training.finetune import export_merged
-
         return export_merged(ckpt, out, tuned.get("lora_alpha", 1.0) / tuned.get("lora_rank", 1.0), tuned["init_from"])
     trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
     return write_export(consolidated_state_dict(ckpt), meta, out, trained)
+
+
+def export_merged(ckpt: Path, out: Path, scale: float, init_from: str | Path) -> Path:
+    """The export of a lora/adapter run (export_checkpoint calls it): adapters merged into their base weights, frozen weights from the
+    pretrained export. A ZeRO-1 checkpoint's consolidated fp32 weights are the optimizer's, so frozen parameters
+    are absent; they are by construction the pretrained ones, taken from there in fp32 (not a bf16 copy)."""
+    from unified_action.models.lora import merge_lora
+
+    meta = json.loads((Path(ckpt) / MARKER).read_text())
+    trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
+    state = consolidated_state_dict(Path(ckpt))
+    _, pretrained = read_export(init_from)
+    state = {**{k: v for k, v in pretrained.items() if k not in state}, **state}
+    return write_export(merge_lora(state, scale), meta, out, trained)
 
 
 def write_export(state: dict[str, torch.Tensor], meta: dict, out: str | Path, trained: dict) -> Path:

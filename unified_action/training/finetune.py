@@ -22,68 +22,18 @@ whose config lists the pretrained tokenizers and the new ones with their hashes,
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unified_action.errors import ConfigError
+from unified_action.models.lora import LoRALinear
+from unified_action.models.spec import ModelSpec, model_spec
 from unified_action.training.config import TrainConfig
 
 MODES = ("full", "lora", "adapter")
-
-
-class LoRALinear(nn.Linear):
-    """A frozen Linear plus a trainable low-rank update x A^T B^T * alpha/rank; B starts at zero, so until it moves
-    the layer computes exactly what its base did (LoRA, Hu et al. 2021).
-
-    Not `peft`: peft requires transformers, accelerate and huggingface_hub (nothing else here needs them), wraps
-    the model in a PeftModel whose state-dict keys differ from a WorldModel's, and knows neither our checkpoints nor
-    our export. This keeps the base layer's own `weight`/`bias` parameters (and keys), with `lora_A`/`lora_B`
-    beside them, so `merge_lora` turns a checkpoint back into a plain WorldModel state dict."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
-        nn.Module.__init__(self)  # not nn.Linear's: the base's parameters are adopted, not re-created
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
-        for p in (self.weight, self.bias):
-            if p is not None:
-                p.requires_grad_(False)
-        self.rank, self.scale = rank, alpha / rank
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's and the paper's init of A
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, rank={self.rank}, scale={self.scale:g}"
-
-
-def lora_targets(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of every linear LoRA adapts: each block's spatial/temporal qkv and proj, its MLP's two."""
-    out = []
-    for block in model.blocks:
-        for attn in (block.spatial, block.temporal):
-            out += [(attn, "qkv"), (attn, "proj")]
-        out += [(block.mlp, str(i)) for i, m in enumerate(block.mlp) if isinstance(m, nn.Linear)]
-    return out
-
-
-def merge_lora(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
-    """A state dict with `<layer>.lora_A/B` -> the plain one: weight + scale * B @ A (in fp32), adapter keys dropped."""
-    out = {k: v for k, v in state.items() if not k.endswith((".lora_A", ".lora_B"))}
-    for key in state:
-        if key.endswith(".lora_A"):
-            layer = key[: -len(".lora_A")]
-            a, b, w = state[key].float(), state[f"{layer}.lora_B"].float(), state[f"{layer}.weight"]
-            out[f"{layer}.weight"] = (w.float() + scale * (b @ a)).to(w.dtype)
-    return out
 
 
 def _mask_rows(param: nn.Parameter, rows: set[int]) -> torch.Tensor:
@@ -95,45 +45,47 @@ def _mask_rows(param: nn.Parameter, rows: set[int]) -> torch.Tensor:
 
 
 def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows: set[int],
-                position_rows: set[int] = frozenset(), rank: int = 8, alpha: float = 16.0) -> tuple[list[nn.Parameter], int]:
-    """Apply a fine-tuning mode to a WorldModel in place -> (parameters kept out of weight decay, trainable count).
+                position_rows: set[int] = frozenset(), rank: int = 8, alpha: float = 16.0,
+                spec: ModelSpec | None = None) -> tuple[list[nn.Parameter], int]:
+    """Apply a fine-tuning mode to a model in place, through its spec -> (parameters kept out of weight decay,
+    trainable count).
 
     token_rows: ids of the action-token table only the new embodiments use; slot_rows: rows of the slot table
     (slot id + 1) no pretrained tokenizer uses; position_rows: positions beyond the pretrained chunk length (the
     table grew for the new tokenizer's longer chunks). Only `adapter` mode reads them."""
     if mode not in MODES:
         raise ConfigError(f"finetune.mode: {mode!r}, expected one of {', '.join(MODES)}")
-    enc = model.actions
+    spec = spec or model_spec()
     if mode == "full":
         return [], sum(p.numel() for p in model.parameters())
+    tables = spec.embeddings(model)
+    conditioning = spec.conditioning(model)
     model.requires_grad_(False)
-    for m in [*(b.ada for b in model.blocks), model.final.ada]:  # adaLN: how conditioning steers every layer
+    for m in conditioning:  # adaLN: how conditioning steers every layer
         m.requires_grad_(True)
     # Decoupled weight decay would shrink the rows of embodiments absent from the few-shot data, with no signal
     # to hold them: what pretraining learned would fade. Embedding tables are therefore never decayed here.
-    no_decay = [enc.token.weight, enc.slot.weight, enc.step.weight, enc.position.weight]
+    no_decay = [tables[k].weight for k in ("token", "slot", "step", "position")]
     if mode == "lora":
-        for parent, name in lora_targets(model):
+        for parent, name in spec.lora_targets(model):
             setattr(parent, name, LoRALinear(getattr(parent, name), rank, alpha))
-        enc.requires_grad_(True)  # the whole action encoder: the new embodiment's tokens must get embeddings
-        # the frame autoencoder too: a new robot is a new camera and scene, and a frozen codec decodes it poorly
-        # (benchmarks/fewshot.py, K=1 on Meta-World: 12.3 dB held-out PSNR with it frozen, 23.4 with full fine-tuning)
-        model.ae.requires_grad_(True)
+        for m in spec.action_path(model):  # the new embodiment's tokens need embeddings, and a way in
+            m.requires_grad_(True)
         return no_decay, sum(p.numel() for p in model.parameters() if p.requires_grad)
     # adapter: the new embodiment's own rows only. The step/position embeddings and the attention pooling stay
     # frozen: they mean the same for every embodiment and were learned from far more data than K episodes give;
     # training them would change how every pretrained embodiment's actions are read.
-    enc.token.weight.requires_grad_(True)
-    _mask_rows(enc.token.weight, token_rows)
+    tables["token"].weight.requires_grad_(True)
+    _mask_rows(tables["token"].weight, token_rows)
     if slot_rows:  # slots new to the model have only their random initial rows
-        enc.slot.weight.requires_grad_(True)
-        _mask_rows(enc.slot.weight, slot_rows)
+        tables["slot"].weight.requires_grad_(True)
+        _mask_rows(tables["slot"].weight, slot_rows)
     if position_rows:  # so do positions only the new, longer chunks reach
-        enc.position.weight.requires_grad_(True)
-        _mask_rows(enc.position.weight, position_rows)
-    width = enc.token.weight.shape[1]
-    ada = sum(p.numel() for m in [*(b.ada for b in model.blocks), model.final.ada] for p in m.parameters())
-    return [*no_decay[:2], *([enc.position.weight] if position_rows else [])], \
+        tables["position"].weight.requires_grad_(True)
+        _mask_rows(tables["position"].weight, position_rows)
+    width = tables["token"].weight.shape[1]
+    ada = sum(p.numel() for m in conditioning for p in m.parameters())
+    return [*no_decay[:2], *([tables["position"].weight] if position_rows else [])], \
         ada + (len(token_rows) + len(slot_rows) + len(position_rows)) * width
 
 
@@ -243,21 +195,6 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
 
     return Trainer(cfg, config_path=config_path, resume=resume, overwrite=overwrite, init_from=fs.init_from,
                    dist=dist, adapt=adapt)
-
-
-def export_merged(ckpt: Path, out: Path, scale: float, init_from: str | Path) -> Path:
-    """The export of a lora/adapter run (export_checkpoint calls it): adapters merged into their base weights, frozen weights from the
-    pretrained export. A ZeRO-1 checkpoint's consolidated fp32 weights are the optimizer's, so frozen parameters
-    are absent; they are by construction the pretrained ones, taken from there in fp32 (not a bf16 copy)."""
-    from unified_action.training.checkpoint import MARKER
-    from unified_action.training.export import consolidated_state_dict, read_export, write_export
-
-    meta = json.loads((Path(ckpt) / MARKER).read_text())
-    trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
-    state = consolidated_state_dict(Path(ckpt))
-    _, pretrained = read_export(init_from)
-    state = {**{k: v for k, v in pretrained.items() if k not in state}, **state}
-    return write_export(merge_lora(state, scale), meta, out, trained)
 
 
 def finetune(cfg: TrainConfig, *, config_path: str = "", resume: bool = True, overwrite: bool = False,

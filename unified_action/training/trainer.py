@@ -25,16 +25,16 @@ import numpy as np
 import torch
 
 from unified_action.errors import ConfigError, TrainingError
+from unified_action.models.batch import to_device
 from unified_action.training import faults
 from unified_action.training.checkpoint import CheckpointManager
 from unified_action.training.config import TrainConfig, deepspeed_config
 from unified_action.training.distributed import DistInfo, all_reduce_, barrier, init_distributed
+from unified_action.training.monitor import ControllabilityMonitor
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (vendor datasheets). Unknown GPUs report no MFU rather than a guess.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "4090": 165e12}
 
-BATCH_TENSORS = {"frames": torch.uint8, "action_tokens": torch.int64, "action_mask": torch.bool, "action_slots": torch.int64,
-                 "action_steps": torch.int64, "embodiment": torch.int64, "control_hz": torch.float32}
 
 
 @dataclass
@@ -44,10 +44,6 @@ class RunResult:
     resumed_from: int  # step of the checkpoint it resumed from (0: a fresh start)
     last_loss: float
     export: Path | None
-
-
-def to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.asarray(batch[k])).to(device=device, dtype=dt) for k, dt in BATCH_TENSORS.items()}
 
 
 def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -95,23 +91,25 @@ def _check_datasets(cfg: TrainConfig, where: str) -> None:
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, max_action_tokens: int):
-    from unified_action.models import WorldModel, model_config
+    from unified_action.models import model_config
+    from unified_action.models.spec import model_spec
 
     mcfg = model_config(cfg.model.size, image_size=tuple(cfg.data.image_size), vocab_size=vocab_size,
                         max_action_tokens=max_action_tokens, max_frames=cfg.data.context_frames + cfg.data.future_frames,
                         context_frames=cfg.data.context_frames, **cfg.model.overrides)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    return WorldModel(mcfg)
+    return model_spec().build(mcfg)
 
 
 def init_weights_from(model, export_dir: str | Path, registry, names: list[str]) -> None:
     """Start from exported weights (the model config must match but for a larger vocabulary or longer action chunks)."""
-    from unified_action.models import ModelConfig, WorldModel
+    from unified_action.models.spec import model_spec
     from unified_action.training.export import check_tokenizers, read_export
 
     config, state = read_export(export_dir)
     check_tokenizers(config, registry, str(export_dir), [n for n in names if n in config["tokenizers"]])
-    old = ModelConfig.from_dict(config["model"])
+    spec = model_spec()
+    old = spec.config_from_dict(config["model"])
     new = model.cfg
     grows = {"vocab_size": 0, "max_action_tokens": 0}  # what a fine-tuning job may enlarge
     if {**old.to_dict(), **grows} != {**new.to_dict(), **grows}:
@@ -121,7 +119,7 @@ def init_weights_from(model, export_dir: str | Path, registry, names: list[str])
         if getattr(new, k) < getattr(old, k):
             raise TrainingError(f"{export_dir}: {k}: the job's model has {getattr(new, k)}, the export {getattr(old, k)}; "
                                 f"it can only grow")
-    src = WorldModel(old)
+    src = spec.build(old)
     src.load_state_dict(state, strict=True)
     if old.vocab_size != new.vocab_size:
         src.resize_vocab(new.vocab_size)
@@ -239,6 +237,8 @@ class Trainer:
             self.step = self.resumed = int(saved["step"])
         self._stream = self._batches()
         self.n_ds = len(loader.plans)
+        self.monitor = ControllabilityMonitor(names, cfg.train.monitor_every, cfg.train.steps, cfg.train.seed)
+        self.control: dict[str, float] = {}  # the monitor's latest scalars
         self._reset_window()
 
     def _batches(self):
@@ -252,7 +252,7 @@ class Trainer:
         """One optimizer step (grad_accum micro-batches); -> the loss averaged over micro-batches and ranks."""
         cfg, dist, engine = self.cfg, self.dist, self.engine
         step_loss = torch.zeros(1, dtype=torch.float64)
-        for _ in range(cfg.train.grad_accum):
+        for micro in range(cfg.train.grad_accum):
             raw = next(self._stream)
             outputs = engine(to_device(raw, dist.device))
             loss = outputs["loss"]
@@ -271,6 +271,8 @@ class Trainer:
             engine.step()
             step_loss += loss.detach().double().cpu()
             ds_idx = torch.as_tensor(np.asarray(raw["dataset"]), dtype=torch.int64)
+            if micro == 0 and self.monitor.due(self.step + 1):  # after the step: the model as it now is
+                self.control = self.monitor.measure(self.model, to_device(raw, dist.device), ds_idx, self.step + 1)
             per = outputs["per_sample"].detach().double().cpu()
             self.window["sums"][:self.n_ds].index_add_(0, ds_idx, per)
             self.window["sums"][self.n_ds:].index_add_(0, ds_idx, torch.ones_like(per))
@@ -290,6 +292,7 @@ class Trainer:
         for i, name in enumerate(self.names):
             if sums[self.n_ds + i] > 0:
                 scalars[f"loss/{name}"] = (sums[i] / sums[self.n_ds + i]).item()
+        scalars.update(self.control)
         peak = peak_flops(self.dist.device)
         if peak:
             flops = self.model.flops_per_clip(cfg.data.context_frames + cfg.data.future_frames)
@@ -323,9 +326,14 @@ class Trainer:
                     log.scalars(self.step, sc)
                     bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{sc['perf/clips_per_s']:.1f}")
                     if dist.is_main:
+                        ctrl = self.monitor.summary(self.control)
                         bar.write(f"step {self.step}/{cfg.train.steps}  loss {loss:.4f}  lr {sc['train/lr']:.2e}  "
                                   f"{sc['perf/clips_per_s']:.1f} clips/s"
-                                  + (f"  MFU {100 * sc['perf/mfu']:.1f}%" if "perf/mfu" in sc else ""))
+                                  + (f"  MFU {100 * sc['perf/mfu']:.1f}%" if "perf/mfu" in sc else "")
+                                  + (f"  {ctrl}" if ctrl else ""))
+                        warning = self.monitor.warning(self.step, self.control)
+                        if warning:
+                            bar.write(warning)
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == end:
                     self.save()
         finally:
