@@ -44,10 +44,12 @@ def export_meta(model_cfg: dict, registry: Registry, tokenizer_names: list[str],
 
 
 def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights of a complete checkpoint, gathered from every process's ZeRO partition."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    """fp32 weights of a complete checkpoint, gathered from every process's ZeRO partition (DeepSpeed's zero_to_fp32,
+    its every file loaded weights-only: a pickled payload is refused naming its file)."""
+    from unified_action.training.safe_load import weights_only_zero_to_fp32
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
+    with weights_only_zero_to_fp32() as zero_to_fp32:
+        return zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
