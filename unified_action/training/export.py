@@ -124,7 +124,11 @@ model, config = load_pretrained("{'{this directory}'}", registry="tokenizers")
 
 
 def check_tokenizers(config: dict, registry: Registry, where: str, names: list[str] | None = None) -> None:
-    """Refuse a registry that does not hold the tokenizers (by content hash) a model was trained with."""
+    """Refuse a registry that does not hold the tokenizers (by content hash) a model was trained with.
+    `where` an export directory: its config is re-read and checked against the copy inside model.safetensors, so
+    an edited config.json can't make a changed tokenizer pass."""
+    if (Path(where) / WEIGHTS).is_file():
+        config = read_export(where, weights=False)[0]
     if config.get("vocab_version") != VOCAB_VERSION:
         raise TrainingError(f"{where}: vocabulary version {config.get('vocab_version')}, this library uses {VOCAB_VERSION}")
     have = set(registry.names())
@@ -141,14 +145,53 @@ def check_tokenizers(config: dict, registry: Registry, where: str, names: list[s
             raise TrainingError(f"{where}: tokenizer '{name}' has another embodiment token id in {registry.root}")
 
 
-def read_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_export(path: str | Path, weights: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """-> (config, fp32 weights; {} without `weights`). config.json must equal the copy written into
+    model.safetensors' metadata (tokenizer hashes included) and ask for bounded sizes."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    # Sizes the model config may ask for, checked before any model is built: an edited config (width 200000, a
+    # vocabulary of 1e10) is one line instead of an allocation of 160 GB.
+    bounds = {"width": 16384, "depth": 512, "heads": 256, "patch_size": 64, "latent_channels": 1024, "ae_channels": 4096,
+              "ae_blocks": 64, "action_width": 16384, "action_queries": 256, "vocab_size": 1 << 21,
+              "max_action_tokens": 8192, "max_frames": 4096, "context_frames": 4096}
     path = Path(path)
     if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
         raise TrainingError(f"{path}: not an export directory (expected {WEIGHTS} and {CONFIG}); run `uact export RUN_DIR`")
-    config = json.loads((path / CONFIG).read_text())
-    return config, load_file(str(path / WEIGHTS))
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise TrainingError(f"{path / CONFIG}: not valid JSON ({type(e).__name__})") from None
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt") as f:
+            embedded = json.loads((f.metadata() or {})["unified_action_config"])
+    except KeyError:
+        raise TrainingError(f"{path / WEIGHTS}: holds no config in its metadata; re-export the checkpoint (uact export)") from None
+    except Exception as e:  # safetensors raises its own error type on a malformed header
+        raise TrainingError(f"{path / WEIGHTS}: not a readable safetensors file ({type(e).__name__})") from None
+    if not isinstance(config, dict) or not isinstance(embedded, dict):
+        raise TrainingError(f"{path / CONFIG}: expected a JSON object")
+    if config != embedded:
+        diff = sorted(k for k in set(config) | set(embedded) if config.get(k) != embedded.get(k))
+        raise TrainingError(f"{path / CONFIG}: differs from the copy inside {WEIGHTS} (in {', '.join(map(str, diff[:4]))}); "
+                            f"config.json was edited after export: restore it or re-export")
+    model = config.get("model")
+    if not isinstance(model, dict):
+        raise TrainingError(f"{path / CONFIG}: model: expected the model config (a JSON object)")
+    for k, v in model.items():
+        limit = bounds.get(k)
+        if limit is not None and v is not None and not (isinstance(v, int) and 0 <= v <= limit):
+            raise TrainingError(f"{path / CONFIG}: model.{k}: {str(v)[:40]}, expected an integer in 0..{limit}")
+    mults = model.get("ae_mults")
+    if mults is not None and not (isinstance(mults, list) and len(mults) <= 8 and all(isinstance(m, int) and 0 < m <= 64 for m in mults)):
+        raise TrainingError(f"{path / CONFIG}: model.ae_mults: {str(mults)[:40]}, expected at most 8 integers in 1..64")
+    sizes = model.get("image_size", [])
+    if not (isinstance(sizes, list) and len(sizes) == 2 and all(isinstance(s, int) and 0 < s <= 4096 for s in sizes)):
+        raise TrainingError(f"{path / CONFIG}: model.image_size: {str(sizes)[:40]}, expected 2 sizes in 1..4096")
+    if not isinstance(config.get("vocab_size"), int) or not 0 < config["vocab_size"] <= bounds["vocab_size"]:
+        raise TrainingError(f"{path / CONFIG}: vocab_size: {str(config.get('vocab_size'))[:40]}, expected 1..{bounds['vocab_size']}")
+    return config, (load_file(str(path / WEIGHTS)) if weights else {})
 
 
 def load_pretrained(path: str | Path, registry: str | Path | Registry | None = None, check: bool = True):
