@@ -153,6 +153,12 @@ class Registry:
     def content_hash(self, name: str) -> str:
         return self._manifest(name)["content_hash"]
 
+    def fitted_from(self, name: str) -> dict | None:
+        """Which episodes of which dataset the tokenizer was fitted from, where registration was told (else None).
+        Kept in manifest.json beside the hashes, not in the content hash: it says where, not what."""
+        value = self._manifest(name).get("fitted_from")
+        return value if isinstance(value, dict) else None
+
     def vocabulary(self) -> Vocabulary:
         vocab = Vocabulary()
         for name in self.names():
@@ -169,11 +175,13 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def register(self, card: DataCard, episodes: list[np.ndarray], *, force: bool = False,
                  heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None,
-                 stats: Stats | None = None) -> ActionTokenizer:
+                 stats: Stats | None = None, fitted_from: dict | None = None) -> ActionTokenizer:
+        """`fitted_from`: where the episodes come from ({'dataset', 'manifest_sha256', 'episodes': [lo, hi]}),
+        recorded so a fine-tuning job can refuse a tokenizer fitted from other episodes than its own."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(str(self.root / ".lock"), timeout=600):
-                return self._register_locked(card, episodes, force, heldout_fraction, seed, log, stats)
+                return self._register_locked(card, episodes, force, heldout_fraction, seed, log, stats, fitted_from)
         except Timeout:
             raise RegistryError(f"{self.root}/.lock: another registration holds the registry lock") from None
 
@@ -189,7 +197,7 @@ class Registry:
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
 
-    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log, stats) -> ActionTokenizer:
+    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log, stats, fitted_from=None) -> ActionTokenizer:
         self._clean_debris()
         name = card.name
         exists = (self.root / name / "manifest.json").is_file()
@@ -207,7 +215,7 @@ class Registry:
                                        heldout_fraction=heldout_fraction, seed=seed, log=log, stats=stats)
         if tok.spec.kind == "fast":
             tok = self._place_bpe(tok, bpe_model, old, others)
-        self._write_atomically(name, tok, bpe_model, card)
+        self._write_atomically(name, tok, bpe_model, card, fitted_from)
         log(f"registered '{name}' in {self.root} (embodiment token {token})")
         return self.load(name)
 
@@ -227,7 +235,8 @@ class Registry:
             return ActionTokenizer(replace(spec, bpe_start=end), tok.stats, bpe_model, tok.card)
         return tok
 
-    def _write_atomically(self, name: str, tok: ActionTokenizer, bpe_model: bytes | None, card: DataCard) -> None:
+    def _write_atomically(self, name: str, tok: ActionTokenizer, bpe_model: bytes | None, card: DataCard,
+                          fitted_from: dict | None = None) -> None:
         files = {
             "spec.json": (json.dumps(tok.spec.to_json(), indent=1) + "\n").encode(),
             "stats.json": (json.dumps(tok.stats.to_json(), indent=1) + "\n").encode(),
@@ -236,7 +245,8 @@ class Registry:
         if bpe_model is not None:
             files["bpe.model"] = bpe_model
         hashes = {k: _sha256(v) for k, v in files.items()}
-        files["manifest.json"] = (json.dumps({"content_hash": content_hash(hashes), "files": hashes}, indent=1) + "\n").encode()
+        manifest = {"content_hash": content_hash(hashes), "files": hashes, **({"fitted_from": fitted_from} if fitted_from else {})}
+        files["manifest.json"] = (json.dumps(manifest, indent=1) + "\n").encode()
         tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         trash = self.root / f".old-{name}-{uuid.uuid4().hex[:8]}"
         final = self.root / name

@@ -48,6 +48,7 @@ class DataSection(_Strict):
     num_workers: int = Field(2, ge=0)
     strict: bool = True
     allow_pipe: bool = False
+    verify: bool = False  # check every shard's sha256 against its manifest before training (uact data verify)
 
 
 class ModelSection(_Strict):
