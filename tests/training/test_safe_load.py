@@ -52,18 +52,19 @@ def _plant(path, marker):
     torch.save(state, path)
 
 
-def test_pickled_payload_is_refused_on_resume_and_export(run, mixture, tmp_path):
+@pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
+def test_pickled_payload_is_refused_on_resume_and_export(run, mixture, tmp_path, name):
     from unified_action.training.export import export_checkpoint
 
     out = tmp_path / "run"
     shutil.copytree(run, out)
     marker = tmp_path / "ran"
     for ckpt in ("step_00000001", "step_00000002"):
-        _plant(out / "checkpoints" / ckpt / "state" / "mp_rank_00_model_states.pt", marker)
-    with pytest.raises(TrainingError, match=r"mp_rank_00_model_states\.pt: refused: holds pickled objects") as e:
+        _plant(out / "checkpoints" / ckpt / "state" / name, marker)
+    with pytest.raises(TrainingError, match=rf"{name}: refused: holds pickled objects") as e:
         _trainer(mixture, out)
     assert "\n" not in str(e.value) and not marker.exists()
-    with pytest.raises(TrainingError, match=r"mp_rank_00_model_states\.pt: refused") as e:
+    with pytest.raises(TrainingError, match=rf"{name}: refused") as e:
         export_checkpoint(out, tmp_path / "export")
     assert not marker.exists() and not (tmp_path / "export").exists()
 

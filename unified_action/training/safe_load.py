@@ -13,7 +13,6 @@ import contextlib
 import pickle
 import types
 import zipfile
-from pathlib import Path
 
 import torch
 
@@ -97,9 +96,3 @@ def weights_only_zero_to_fp32():
         yield zero_to_fp32
     finally:
         zero_to_fp32.torch = saved
-
-
-def check_files(ckpt_state: Path) -> None:
-    """Load every .pt file of a DeepSpeed tag directory weights-only: a pickled payload is refused naming its file."""
-    for f in sorted(Path(ckpt_state).glob("*.pt")):
-        weights_only_load(f, map_location="cpu", mmap=True)
