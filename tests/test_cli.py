@@ -16,6 +16,7 @@ SURFACE = {
     "uact data": ["help"],
     "uact data convert": ["card", "help", "image_format", "limit", "out", "overwrite", "shard_mb", "size", "source", "workers"],
     "uact data info": ["help", "path"],
+    "uact data verify": ["help", "path"],
     "uact data record": ["card", "episodes", "help", "image_format", "out", "overwrite", "rlds", "seed", "shard_mb", "size",
                          "steps", "style", "workers"],
     "uact demo": ["cards", "help", "out"],

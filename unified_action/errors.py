@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+
+# A bounded repr: the value a user pasted may be huge (or a shared structure that expands exponentially).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 4, 60, 60
 
 
 class UnifiedActionError(Exception):
@@ -75,7 +80,7 @@ def pydantic_lines(err, where: str, known_keys: Iterable[str]) -> list[str]:
         elif e["type"] == "extra_forbidden":
             lines.append(f"{where}: {loc}: unknown field{did_you_mean(loc.rsplit('.', 1)[-1], known_keys)}")
         else:
-            got = repr(e.get("input"))
+            got = _SHORT.repr(e.get("input"))
             got = got if len(got) <= 80 else got[:77] + "..."  # one readable line, whatever was pasted there
             lines.append(f"{where}: {loc}: {e['msg']} (got {got})")
     return lines

@@ -21,29 +21,18 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from unified_action.cards import DataCard
+from unified_action.cards.schema import ENV_MODULES
 from unified_action.data.episode import Episode
 from unified_action.errors import DataError
 from unified_action.policies import policy_for_space
-
-# gymnasium id prefix -> module whose import registers those ids (gymnasium's own need none).
-ENV_MODULES = {
-    "ALE/": "ale_py",
-    "gym_aloha/": "gym_aloha",
-    "gym_pusht/": "gym_pusht",
-    "Meta-World/": "metaworld",
-    "highway": "highway_env",
-    "racetrack": "highway_env",
-    "parking": "highway_env",
-    "merge": "highway_env",
-    "roundabout": "highway_env",
-    "intersection": "highway_env",
-}
 
 
 def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
     src = card.header.source
     if src.type != "gymnasium":
         raise DataError(f"{card.name}: source type '{src.type}' is not a simulator")
+    if ":" in src.env_id:  # validated by the card schema too: gymnasium would import the module before the ':'
+        raise DataError(f"{card.name}: source.env_id: '{src.env_id}' has a module prefix; ids come from an allow-list")
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
     import gymnasium as gym
 

@@ -145,7 +145,7 @@ def test_shard_urls_brace_pattern_and_pipe_opt_in(shard_data):
     assert keys(run(ClipLoader(braced, rank=0, world_size=1))) == base
     piped = "::".join(f"pipe:cat {ds.root}/{n}" for n in names)
     refused = replace(braced, datasets=(MixtureEntry(str(ds.root), shards=piped),))
-    with pytest.raises(DataError, match="allow-pipe"):
+    with pytest.raises(DataError, match=r"data\.allow_pipe: true"):
         run(ClipLoader(refused, rank=0, world_size=1))
     allowed = replace(refused, allow_pipe=True)
     assert keys(run(ClipLoader(allowed, rank=0, world_size=1))) == base

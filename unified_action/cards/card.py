@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
 from unified_action import action_space
@@ -20,6 +19,7 @@ from unified_action.cards import schema
 from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
 from unified_action.cards.schema import ActionField, CardHeader
 from unified_action.errors import CardError, did_you_mean, pydantic_lines
+from unified_action.safe_yaml import YamlProblem, safe_load
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,9 @@ def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
     except StopIteration:
         raise CardError([f"{where}: header: expected a closing '---' line after the YAML header"]) from None
     try:
-        header = yaml.safe_load("\n".join(lines[1:end]))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 2}" if mark is not None else ""
-        raise CardError([f"{where}: header: invalid YAML{at}: {getattr(e, 'problem', e)}"]) from None
+        header = safe_load("\n".join(lines[1:end]), line_offset=1)
+    except YamlProblem as e:
+        raise CardError([f"{where}: header: {e}"]) from None
     if not isinstance(header, dict):
         raise CardError([f"{where}: header: expected a YAML mapping of fields, got {type(header).__name__}"])
     return header, "\n".join(lines[end + 1:]).strip() + "\n"
@@ -225,8 +223,10 @@ def _check_table(field: ActionField, slots: list, n_native: int) -> list[str]:
             elif s.kind is SlotKind.CATEGORICAL and (v != int(v) or not 0 <= v < s.num_classes):
                 problems.append(f"transform.rows[{r}]: {v!r} for slot '{s.name}'; expected a class in 0..{s.num_classes - 1}")
     rows = [tuple(r) for r in t.rows]
-    if not problems and not t.allow_repeated_rows and len(set(rows)) != len(rows):
-        first = next(i for i, r in enumerate(rows) if rows.index(r) != i)
+    first_at: dict[tuple, int] = {}
+    repeats = [i for i, r in enumerate(rows) if first_at.setdefault(r, i) != i]  # linear: a dict, not list.index
+    if not problems and not t.allow_repeated_rows and repeats:
+        first = repeats[0]
         problems.append(f"transform.rows[{first}]: repeats an earlier row; rows must differ so decoding is unambiguous "
                         f"(set allow_repeated_rows: true if several native values really mean the same)")
     if field.range is not None and t.input == "index" and not problems:

@@ -10,31 +10,92 @@ Unknown keys are refused, so a typo never silently drops a field.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
+# What a card may hold, so that checking one is bounded work (the YAML itself is bounded by safe_yaml.py).
+MAX_DIMS = 4096  # values in one native action field (the unified space has a few hundred slots)
+MAX_ROWS = 4096  # rows of a table transform
+MAX_ITEMS = 256  # cameras, action fields, proprio fields, tags, slots of a field, ...
+Text = Annotated[str, Field(max_length=4000)]
+Name = Annotated[str, Field(max_length=200)]
 Number = float | int
-PerDim = Number | list[Number]  # one value for every dimension, or one per dimension
+PerDim = Number | Annotated[list[Number], Field(max_length=MAX_DIMS)]  # one value for every dimension, or one per dimension
+Units = Name | Annotated[list[Name], Field(max_length=MAX_DIMS)]
+
+# gymnasium id namespace or prefix -> the module whose import registers those ids. A card's env_id must use one
+# of these or be one of gymnasium's own ids: a 'module:' prefix (gymnasium imports it) is never accepted, so
+# reading or recording a card can't make us import a module the card names.
+ENV_MODULES = {
+    "ALE/": "ale_py",
+    "gym_aloha/": "gym_aloha",
+    "gym_pusht/": "gym_pusht",
+    "Meta-World/": "metaworld",
+    "highway": "highway_env",
+    "racetrack": "highway_env",
+    "parking": "highway_env",
+    "merge": "highway_env",
+    "roundabout": "highway_env",
+    "intersection": "highway_env",
+}
+GYMNASIUM_NAMESPACES = ("phys2d", "tabular")  # gymnasium's own namespaced ids
+_ENV_ID = re.compile(r"^(?:(?P<ns>[A-Za-z0-9_\-]+)/)?[A-Za-z0-9_\-.]+$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused everywhere: no scale, offset, range or table value may be one
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _size(value, budget: int = 1000) -> int:
+    """Values in a nested structure of dicts and lists (stops counting past `budget`)."""
+    n, todo = 0, [value]
+    while todo and n <= budget:
+        v = todo.pop()
+        n += 1
+        if isinstance(v, dict):
+            todo += list(v.keys()) + list(v.values())
+        elif isinstance(v, list | tuple):
+            todo += list(v)
+    return n
 
 
 class GymnasiumSource(_Strict):
     type: Literal["gymnasium"]
-    env_id: str = Field(description="gymnasium id, e.g. 'ALE/Pong-v5'; its module comes from a fixed allow-list")
+    env_id: str = Field(max_length=200, description="gymnasium id, e.g. 'ALE/Pong-v5'; its module comes from a fixed allow-list")
     env_kwargs: dict[str, object] = Field(default_factory=dict)
     # steps run (under the behaviour policy) before recording starts: e.g. CarRacing's camera zoom-in, which no
     # action affects, would teach a world model that actions do nothing
     warmup_steps: int = Field(default=0, ge=0, le=10_000)
 
+    @field_validator("env_id")
+    @classmethod
+    def _allowed_env(cls, v: str) -> str:
+        m = _ENV_ID.match(v)
+        if m is None:
+            raise ValueError("expected a gymnasium id '[namespace/]Name-vN' without a 'module:' prefix "
+                             "(a prefix makes gymnasium import that module)")
+        ns = m.group("ns")
+        if ns is not None and f"{ns}/" not in ENV_MODULES and ns not in GYMNASIUM_NAMESPACES:
+            known = sorted(k.rstrip("/") for k in ENV_MODULES if k.endswith("/")) + list(GYMNASIUM_NAMESPACES)
+            raise ValueError(f"namespace '{ns}' is not on the allow-list of simulators ({', '.join(known)})")
+        return v
+
+    @field_validator("env_kwargs")
+    @classmethod
+    def _small_kwargs(cls, v: dict) -> dict:
+        if _size(v) > 1000:
+            raise ValueError("more than 1000 values; env_kwargs are a few settings of the simulator")
+        return v
+
 
 class RLDSSource(_Strict):
     type: Literal["rlds"]
-    builder_dir: str = Field(description="tensorflow-datasets builder directory, e.g. 'fractal20220817_data/0.1.0'")
+    builder_dir: Name = Field(description="tensorflow-datasets builder directory, e.g. 'fractal20220817_data/0.1.0'")
     split: str = "train"
     homepage: str | None = None
 
@@ -54,8 +115,8 @@ Source = Annotated[GymnasiumSource | RLDSSource | LeRobotSource | NumpySource, F
 
 
 class Camera(_Strict):
-    name: str = Field(pattern=SLUG)
-    key: str = Field(description="path of the image in an observation, e.g. 'observation/image'")
+    name: str = Field(pattern=SLUG, max_length=200)
+    key: Name = Field(description="path of the image in an observation, e.g. 'observation/image'")
     height: int = Field(gt=0, le=8192)
     width: int = Field(gt=0, le=8192)
     # Some simulators hand images over upside down (Meta-World's MuJoCo cameras); recording flips them back.
@@ -77,7 +138,7 @@ class Affine(_Strict):
     type: Literal["affine"]
     scale: PerDim = 1.0
     offset: PerDim = 0.0
-    units: str | list[str]
+    units: Units
 
 
 class RpyToRotvec(_Strict):
@@ -91,8 +152,8 @@ class Table(_Strict):
 
     type: Literal["table"]
     input: Literal["index", "onehot"] = "index"
-    labels: list[str] | None = Field(default=None, description="meaning of each native value, for people")
-    rows: list[list[Number]] = Field(min_length=1)
+    labels: list[Name] | None = Field(default=None, max_length=MAX_ROWS, description="meaning of each native value, for people")
+    rows: list[Annotated[list[Number], Field(max_length=MAX_ITEMS)]] = Field(min_length=1, max_length=MAX_ROWS)
     # Several native values may mean the same slot values (RT-1's 3-way one-hot onto one terminate flag).
     # Off by default so a typo repeating a row is caught; when on, decoding returns the first matching row.
     allow_repeated_rows: bool = False
@@ -102,30 +163,37 @@ Transform = Annotated[Identity | Affine | RpyToRotvec | Table, Field(discriminat
 
 
 class ActionField(_Strict):
-    path: str = Field(min_length=1, description="native field, '/' between nested keys: 'action/world_vector'")
+    path: Name = Field(min_length=1, description="native field, '/' between nested keys: 'action/world_vector'")
     dtype: Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
-    shape: list[Annotated[int, Field(gt=0)]] = Field(max_length=2)
+    shape: list[Annotated[int, Field(gt=0, le=MAX_DIMS)]] = Field(max_length=2)
     kind: Literal["continuous", "binary", "categorical"]
-    units: str | list[str]
+    units: Units
     range: Range | None = None
-    slots: list[str] = Field(min_length=1, description="unified slots this field fills, in output order")
+    slots: list[Name] = Field(min_length=1, max_length=MAX_ITEMS, description="unified slots this field fills, in output order")
     transform: Transform = Identity()
-    description: str | None = None
+    description: Text | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _bounded(cls, v: list[int]) -> list[int]:
+        if math.prod(v) > MAX_DIMS:
+            raise ValueError(f"at most {MAX_DIMS} values in one action field")
+        return v
 
 
 class ObservationField(_Strict):
-    path: str = Field(min_length=1)
-    shape: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
-    units: str | list[str] | None = None
-    description: str | None = None
+    path: Name = Field(min_length=1)
+    shape: list[Annotated[int, Field(gt=0, le=MAX_DIMS)]] = Field(default_factory=list, max_length=4)
+    units: Units | None = None
+    description: Text | None = None
 
 
 class Instruction(_Strict):
     """Where the language instruction is: in each step, in the observation, per episode, or one constant."""
 
     location: Literal["step", "observation", "episode", "constant"]
-    path: str | None = None
-    text: str | None = None
+    path: Name | None = None
+    text: Text | None = None
 
 
 class FastParams(_Strict):
@@ -141,20 +209,20 @@ class TokenizerParams(_Strict):
 
 
 class CardHeader(_Strict):
-    name: str = Field(pattern=SLUG)
-    pretty_name: str | None = None
-    license: str = Field(min_length=1)
-    embodiment: str = Field(pattern=SLUG)
+    name: str = Field(pattern=SLUG, max_length=200)
+    pretty_name: Name | None = None
+    license: Name = Field(min_length=1)
+    embodiment: str = Field(pattern=SLUG, max_length=200)
     source: Source
     control_frequency_hz: float = Field(gt=0, le=10000)
-    cameras: list[Camera] = Field(default_factory=list)
-    action: list[ActionField] = Field(min_length=1)
-    proprio: list[ObservationField] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list, max_length=MAX_ITEMS)
+    action: list[ActionField] = Field(min_length=1, max_length=MAX_ITEMS)
+    proprio: list[ObservationField] = Field(default_factory=list, max_length=MAX_ITEMS)
     instruction: Instruction | None = None
     tokenizer: TokenizerParams
     action_space_version: int = Field(default=1, ge=1)
     # Hugging Face dataset-card keys, kept so cards render on the Hub.
-    tags: list[str] = Field(default_factory=list)
-    task_categories: list[str] = Field(default_factory=list)
-    language: list[str] = Field(default_factory=list)
-    size_categories: list[str] = Field(default_factory=list)
+    tags: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
+    task_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
+    language: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
+    size_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)

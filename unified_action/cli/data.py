@@ -98,6 +98,19 @@ def info(path: Path = typer.Argument(..., help="A shard dataset directory.")) ->
     _print(open_dataset(path))
 
 
+@app.command("verify")
+def verify(path: Path = typer.Argument(..., help="A shard dataset directory.")) -> None:
+    """Check every shard's size and sha256 against manifest.json (exit 2 naming each shard that differs)."""
+    from unified_action.data.dataset import open_dataset, verify_dataset
+
+    ds = open_dataset(path)
+    bad = verify_dataset(ds)
+    if bad:
+        raise DataError(f"{ds.root}: {len(bad)} of {len(ds.shards)} shards differ from manifest.json: {'; '.join(bad[:3])}"
+                        + (" ..." if len(bad) > 3 else ""))
+    console.print(f"{ds.root}: {len(ds.shards)} shards match manifest.json (size and sha256)")
+
+
 def _print(ds) -> None:
     m = ds.manifest
     console.print(f"[bold]{ds.root}[/]: card {ds.name} (embodiment {m['embodiment']}), {m['episodes']} episodes, "

@@ -36,17 +36,22 @@ def register(
 ) -> None:
     """Fit normalization stats and the tokenizer from a card and episodes; write <registry>/<name>/ atomically."""
     c = load_card(card)
-    stats = None
+    stats = fitted = None
     from unified_action.data.dataset import is_shard_dataset  # needs no optional dependency
 
     if is_shard_dataset(data):
+        from unified_action.data.dataset import open_dataset
+        from unified_action.training.preflight import fitted_from
+
         episodes, stats = shard_episodes(data, c)
+        ds = open_dataset(data)
+        fitted = fitted_from(ds, (0, ds.episodes))  # a fine-tuning job on all of them may use this tokenizer
     else:
         episodes = load_episodes(data, c, progress=True)
     reg = Registry(registry)
     with console.status(f"fitting '{c.name}' on {len(episodes)} episodes") as status:
         tok = reg.register(c, episodes, force=force, heldout_fraction=heldout_fraction, seed=seed,
-                           log=lambda msg: (console.log(msg), status.update(msg)), stats=stats)
+                           log=lambda msg: (console.log(msg), status.update(msg)), stats=stats, fitted_from=fitted)
     _print_summary(tok)
 
 

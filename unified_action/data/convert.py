@@ -12,11 +12,18 @@ keep exact moments plus a bounded sample per shard (stats.py).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing as mp
+import os
 import queue
 import re
 import shutil
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -31,6 +38,7 @@ from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
 from unified_action.data.episode import Episode
 from unified_action.data.shards import (
     LAYOUT_VERSION,
+    SHARD_RE,
     ShardInfo,
     ShardWriter,
     atomic_write_bytes,
@@ -141,9 +149,36 @@ def write_part(spec: SourceSpec, out: Path, part: int, start: int, stop: int, se
     writer.close()
 
 
+_PROGRESS = None  # a worker's queue of progress counts (set by _worker_init)
+
+
+def _worker_init(parent: int, q) -> None:
+    global _PROGRESS
+    _PROGRESS = q
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process die with its parent: a SIGKILLed `uact data record` must not leave simulators
+    writing shards for minutes. Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG);
+    everywhere: a watchdog thread exits once the parent is gone (the worker is re-parented)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _run_part(args) -> None:
-    spec, out, part, start, stop, settings, q = args
-    write_part(spec, out, part, start, stop, settings, progress=lambda n: n and q.put(n))
+    spec, out, part, start, stop, settings = args
+    write_part(spec, out, part, start, stop, settings, progress=lambda n: n and _PROGRESS.put(n))
 
 
 # ----------------------------------------------------------------------------------------- the dataset
@@ -151,12 +186,13 @@ def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settin
                   overwrite: bool = False, progress: bool = True, log: Log = lambda _: None) -> ShardDataset:
     """Write (or finish writing) the source's episodes as a shard dataset in `out`; returns it opened."""
     out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    card = spec.card()
+    card = spec.card()  # the card and the source are checked before --overwrite deletes anything
     n = spec.count()
     if n == 0:
         raise DataError(f"{spec.root or spec.card_path}: no episodes to write")
+    if overwrite and out.exists():
+        check_overwrite(out, spec)
+        shutil.rmtree(out)
     (out / PROGRESS).mkdir(parents=True, exist_ok=True)
     plan = _plan(out, spec, card, n, settings, workers)
     if (out / MANIFEST).is_file():
@@ -177,6 +213,25 @@ def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settin
     ds = _finalize(out, spec, card, plan)
     log(f"{out}: {ds.episodes} episodes in {len(ds.shards)} shards")
     return ds
+
+
+def _ours(name: str) -> bool:
+    base = name.removesuffix(".tmp")
+    return base in (MANIFEST, "stats.json", PROGRESS, "rlds") or base.endswith(".md") or SHARD_RE.match(base) is not None
+
+
+def check_overwrite(out: Path, spec: SourceSpec) -> None:
+    """--overwrite deletes `out` only if it is a dataset directory of ours that holds neither the card nor the source."""
+    if not out.is_dir():
+        raise DataError(f"{out}: not a directory; --overwrite deletes only a dataset directory")
+    root = out.resolve()
+    for p in (spec.card_path, spec.root):
+        if p is not None and (Path(p).resolve() == root or root in Path(p).resolve().parents):
+            raise DataError(f"{out}: holds {p}, an input of this conversion; --overwrite would delete it: choose another --out")
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+    if foreign:
+        raise DataError(f"{out}: holds '{foreign[0]}', which no dataset writes; --overwrite deletes only a dataset "
+                        f"directory (manifest.json, shards, stats.json, progress/): choose another --out")
 
 
 def _plan(out: Path, spec: SourceSpec, card: DataCard, n: int, settings: WriteSettings, workers: int) -> dict:
@@ -201,9 +256,9 @@ def _plan(out: Path, spec: SourceSpec, card: DataCard, n: int, settings: WriteSe
 def _run_parallel(spec, out, parts, settings, workers, bar) -> None:
     # spawn, not fork: TensorFlow and simulators hold threads and GL contexts that do not survive a fork
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        q = manager.Queue()
-        pending = {pool.submit(_run_part, (spec, out, p, a, b, settings, q)) for p, (a, b) in enumerate(parts)}
+    q = ctx.Queue()  # handed to workers at their start: no Manager process, which would outlive a killed parent
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), q)) as pool:
+        pending = {pool.submit(_run_part, (spec, out, p, a, b, settings)) for p, (a, b) in enumerate(parts)}
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -16,7 +16,15 @@ import numpy as np
 
 from unified_action.cards import DataCard, parse_card
 from unified_action.data.episode import Episode
-from unified_action.data.shards import LAYOUT_VERSION, iter_samples, sample_actions, sample_to_episode
+from unified_action.data.shards import (
+    LAYOUT_VERSION,
+    SHARD_RE,
+    ShardURL,
+    iter_samples,
+    sample_actions,
+    sample_to_episode,
+    verify_shard,
+)
 from unified_action.errors import CardError, DataError
 
 MANIFEST = "manifest.json"
@@ -101,12 +109,38 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
     if card.content_hash != manifest.get("card_md_sha256"):
         raise DataError(f"{card_path}: card_md_sha256: the card was edited after the shards were written "
                         f"(manifest has {str(manifest.get('card_md_sha256'))[:12]}, card is {card.content_hash[:12]})")
-    urls = {s["name"]: str(root / s["name"]) for s in shards_json}
+    try:
+        for i, s in enumerate(shards_json):
+            _check_shard_entry(s, f"{mpath}: shards[{i}]")
+    except (TypeError, KeyError, AttributeError) as e:
+        raise DataError(f"{mpath}: not a valid manifest ({type(e).__name__}: {e})") from None
+    urls = {s["name"]: ShardURL(str(root / s["name"]), s["bytes"], s["sha256"]) for s in shards_json}
     if shard_urls is not None:
         urls = _match_urls(mpath, [s["name"] for s in shards_json], shard_urls)
     entries = tuple(ShardEntry(s["name"], urls[s["name"]], tuple(s["episodes"]), tuple(s["lengths"]), int(s["bytes"]),
                                s["sha256"]) for s in shards_json if s["name"] in urls)
     return ShardDataset(root, manifest, card, entries)
+
+
+def _check_shard_entry(s: dict, where: str) -> None:
+    """A manifest's shard entry: a plain file name inside the dataset (never a path that leaves it), its counts."""
+    name = s["name"]
+    if not isinstance(name, str) or "/" in name or "\\" in name or name in (".", "..") or not SHARD_RE.match(name):
+        raise DataError(f"{where}.name: {str(name)[:80]!r}, expected a shard file name '<card>-<part>-<seq>.tar' "
+                        f"inside the dataset directory")
+    if not (isinstance(s["bytes"], int) and isinstance(s["sha256"], str) and len(s["episodes"]) == len(s["lengths"])):
+        raise DataError(f"{where}: expected bytes (int), sha256 (str) and as many lengths as episodes")
+
+
+def verify_dataset(ds: ShardDataset, log=lambda _: None) -> list[str]:
+    """Every local shard's size and sha256 against the manifest -> one line per shard that differs."""
+    bad = []
+    for s in ds.shards:
+        problem = verify_shard(s.url)
+        log(f"{s.name}: {problem or 'ok'}")
+        if problem:
+            bad.append(f"{s.url}: {problem}")
+    return bad
 
 
 def _match_urls(mpath: Path, names: list[str], urls: list[str]) -> dict[str, str]:

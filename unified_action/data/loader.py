@@ -183,7 +183,7 @@ class Stream:
         lo, hi = plan.range_of(self.stream)
         pos = self.state.positions.setdefault(d, [0, 0])
         while True:
-            epoch = pos[0]
+            epoch, delivered, whole = pos[0], 0, pos[1] == 0  # whole: this pass covers the stream's entire range
             order = plan.shard_order(epoch)
             starts = np.concatenate([[0], np.cumsum([len(plan.items[k]) for k in order])])
             for j, k in enumerate(order):
@@ -196,7 +196,11 @@ class Stream:
                     pos[1] += 1  # advanced before yielding: the state saved with a batch points past its clips
                     clip = self._make_clip(plan, int(k), samples, *plan.items[k][i])
                     if clip is not None:
+                        delivered += 1
                         yield clip
+            if delivered == 0 and whole and hi > lo:  # lenient mode, everything broken: another pass would loop forever
+                raise DataError(f"{plan.ds.root}: lenient mode: no usable clip in this stream's {hi - lo} clips of epoch "
+                                f"{epoch} (skipped so far: {self.state.skipped}); every shard it reads is broken")
             pos[0], pos[1] = epoch + 1, 0
 
     def _broken(self, err: DataError, url: str, what: str) -> None:

@@ -135,6 +135,8 @@ REQUIRED = ("meta.json", "action.npy", "reward.npy", "discount.npy", "flags.npy"
 
 
 def sample_meta(sample: dict, where: str) -> dict:
+    if "__error__" in sample:  # found while reading the tar: a member given twice, a key repeated (iter_samples)
+        raise DataError(f"{where}: {sample['__error__']}")
     missing = [k for k in REQUIRED if k not in sample]
     if missing:
         raise DataError(f"{where}: key '{missing[0]}' is missing (a sample needs {', '.join(REQUIRED)})")
@@ -230,50 +232,99 @@ def sample_to_episode(sample: dict, card: DataCard, where: str) -> Episode:
 
 
 # ----------------------------------------------------------------------------------------- shard files
+class ShardURL(str):
+    """A local shard's path that knows the size and sha256 its manifest gives it, so every reader checks the size
+    (iter_samples) and `verify_shard` the hash. Pickles as itself into loader workers."""
+
+    def __new__(cls, url: str, size: int, sha256: str):
+        self = super().__new__(cls, url)
+        self.size, self.sha256 = int(size), str(sha256)
+        return self
+
+
+PIPE_HINT = "set data.allow_pipe: true in the job config (or --set data.allow_pipe=true) to allow them"
+
+
 def open_url(url: str, allow_pipe: bool = False):
     """Open a shard for reading: a local path, or `pipe:<command>` only when allow_pipe (the command runs in a
     shell, so a URL from a config or manifest must never run unasked)."""
     if url.startswith("pipe:"):
         if not allow_pipe:
-            raise DataError(f"{url}: 'pipe:' shard URLs run a shell command; pass --allow-pipe to allow them")
+            raise DataError(f"{url}: 'pipe:' shard URLs run a shell command; {PIPE_HINT}")
         from webdataset.gopen import gopen
 
         return gopen(url)
     if "://" in url and not url.startswith("file://"):
-        raise DataError(f"{url}: only local paths (and 'pipe:' with --allow-pipe) are supported as shard URLs")
+        raise DataError(f"{url}: only local paths (and 'pipe:' URLs, when allowed) are supported as shard URLs")
     return open(url.removeprefix("file://"), "rb")
+
+
+def verify_shard(url: str) -> str | None:
+    """Why a local shard differs from its manifest entry (size, then sha256), or None."""
+    if not isinstance(url, ShardURL):
+        return None
+    try:
+        size = os.path.getsize(url)
+    except OSError as e:
+        return f"cannot be read ({type(e).__name__})"
+    if size != url.size:
+        return f"{size} bytes, manifest.json says {url.size} (truncated or rewritten since it was written)"
+    digest = sha256_file(Path(url))
+    if digest != url.sha256:
+        return f"sha256 {digest[:12]}..., manifest.json says {url.sha256[:12]}... (changed since it was written)"
+    return None
 
 
 def iter_samples(url: str, allow_pipe: bool = False, select: Callable[[str], bool] | None = None) -> Iterator[dict]:
     """Samples of one shard in order, as {'__key__', member suffix: bytes}. A truncated, empty or non-tar shard
-    raises DataError naming it after the samples that could be read."""
+    raises DataError naming it after the samples that could be read (a sample is dropped only if the break is in
+    one of its own members). A member given twice in a sample, or a key repeated in the shard, is never read
+    last-wins: that sample carries '__error__', which `sample_meta` raises. A local shard whose size differs from
+    its manifest's raises after its samples (lenient readers keep the intact ones)."""
     import tarfile
 
-    from webdataset.tariterators import base_plus_ext, tar_file_iterator
-
-    def reraise(exn):
-        raise exn
+    from webdataset.tariterators import base_plus_ext
 
     current: dict | None = None
+    seen: set[str] = set()
+    failed_key: str | None = None
     try:
-        with open_url(url, allow_pipe) as stream:
-            for item in tar_file_iterator(stream, handler=reraise, select_files=select):
-                key, suffix = base_plus_ext(item["fname"])
-                if key is None:
+        with open_url(url, allow_pipe) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for info in tar:
+                fname = info.name
+                if not info.isreg() or fname.startswith("__") and fname.endswith("__"):
                     continue
+                key, suffix = base_plus_ext(fname)
+                if key is None or (select is not None and not select(fname)):
+                    continue
+                failed_key = key
+                data = tar.extractfile(info).read()
+                failed_key = None
                 if current is not None and current["__key__"] != key:
                     yield current
                     current = None
                 if current is None:
                     current = {"__key__": key}
-                current[suffix] = item["data"]
+                    if key in seen:
+                        current["__error__"] = "sample key is repeated in the shard; each episode is one sample"
+                    seen.add(key)
+                if suffix in current and "__error__" not in current:
+                    current["__error__"] = f"member '{suffix}' appears twice in the sample"
+                current[suffix] = data
     except (tarfile.TarError, EOFError, OSError) as e:
-        # The sample being read when the tar broke is incomplete: drop it, report the shard.
+        # Only the sample whose member broke is incomplete: the one before it is whole and is still delivered.
         msg = str(e).split(" @ ")[0] or type(e).__name__
-        at = f"; sample key '{current['__key__']}' is incomplete" if current is not None else ""
+        broken = failed_key if failed_key is not None else (current["__key__"] if current is not None else None)
+        if current is not None and current["__key__"] != broken:
+            yield current
+        at = f"; sample key '{broken}' is incomplete" if broken is not None else ""
         raise DataError(f"{url}: not a readable tar shard ({msg}){at}") from None
     if current is not None:
         yield current
+    if isinstance(url, ShardURL):
+        size = os.path.getsize(url)
+        if size != url.size:
+            raise DataError(f"{url}: {size} bytes, manifest.json says {url.size}: truncated or rewritten since it was written")
 
 
 class _HashingFile(io.RawIOBase):

@@ -254,7 +254,7 @@ def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, dat
              progress: bool = True) -> EvalResult:
     """Roll out the exported model on held-out clips of each dataset (default: its last 20% of episodes) and
     measure it per horizon step against the real frames, copy-last and counterfactual actions."""
-    from unified_action.training.export import load_pretrained
+    from unified_action.models.pretrained import load_pretrained
 
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     model, config = load_pretrained(export_dir, reg)  # refuses tokenizers whose hash changed since training

@@ -74,14 +74,30 @@ class Registry:
             raise RegistryError(f"{self.root}: no tokenizer named '{name}'{did_you_mean(name, self.names())}")
         return d
 
+    def _manifest(self, name: str) -> dict:
+        """manifest.json of a tokenizer, checked for shape: {'content_hash': str, 'files': {file: sha256}}."""
+        path = self._dir(name) / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError) as e:
+            raise RegistryError(f"{path}: unreadable manifest ({type(e).__name__})") from None
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise RegistryError(f"{path}: files: expected a mapping of file name to sha256, got {type(files).__name__}")
+        unknown = sorted(set(files) - set(FILES))
+        missing = [f for f in FILES[:3] if f not in files]
+        if unknown or missing:
+            raise RegistryError(f"{path}: files: " + (f"unknown file '{unknown[0]}'" if unknown else f"'{missing[0]}' is not listed")
+                                + f"; a tokenizer has {', '.join(FILES[:3])} (and bpe.model for kind 'fast')")
+        if not isinstance(manifest.get("content_hash"), str):
+            raise RegistryError(f"{path}: content_hash: expected a sha256 string")
+        return manifest
+
     def _read_verified(self, name: str) -> tuple[dict[str, bytes], str]:
         """-> (file name -> bytes, content hash), every file checked against manifest.json."""
         d = self._dir(name)
-        try:
-            manifest = json.loads((d / "manifest.json").read_text())
-            expected = manifest["files"]
-        except (ValueError, KeyError) as e:
-            raise RegistryError(f"{d / 'manifest.json'}: unreadable manifest ({e})") from None
+        manifest = self._manifest(name)
+        expected = manifest["files"]
         files = {}
         for fname, digest in expected.items():
             p = d / fname
@@ -96,24 +112,52 @@ class Registry:
             raise RegistryError(f"{d / 'manifest.json'}: content_hash does not match its file hashes")
         return files, manifest["content_hash"]
 
+    def _spec_of(self, name: str, files: dict[str, bytes]) -> TokenizerSpec:
+        try:
+            spec = TokenizerSpec.from_json(json.loads(files["spec.json"]))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise RegistryError(f"{self.root / name / 'spec.json'}: not a tokenizer spec ({type(e).__name__}: {str(e)[:120]})") from None
+        if spec.name != name:
+            raise RegistryError(f"{self.root / name / 'spec.json'}: name: '{spec.name}', expected '{name}' (its directory)")
+        return spec
+
     def spec(self, name: str) -> TokenizerSpec:
-        return TokenizerSpec.from_json(json.loads(self._read_verified(name)[0]["spec.json"]))
+        return self._spec_of(name, self._read_verified(name)[0])
 
     def load(self, name: str) -> ActionTokenizer:
         files, digest = self._read_verified(name)
-        spec = TokenizerSpec.from_json(json.loads(files["spec.json"]))
+        spec = self._spec_of(name, files)
         where = str(self.root / name / "card.md")
-        card = parse_card(files["card.md"].decode(), where)
+        try:
+            card = parse_card(files["card.md"].decode(), where)
+        except UnicodeDecodeError:
+            raise RegistryError(f"{where}: not UTF-8 text") from None
         try:
             stats = Stats.from_json(json.loads(files["stats.json"]))
-        except (ValueError, KeyError) as e:
-            raise RegistryError(f"{self.root / name / 'stats.json'}: {e}") from None
-        tok = ActionTokenizer(spec, stats, files.get("bpe.model"), card)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise RegistryError(f"{self.root / name / 'stats.json'}: {type(e).__name__}: {str(e)[:120]}") from None
+        if spec.kind == "fast":
+            from unified_action.tokenization.codecs import Bpe
+
+            try:
+                Bpe(files.get("bpe.model"), spec.bpe_start)
+            except Exception as e:  # sentencepiece raises RuntimeError, OSError or its own types on garbage
+                raise RegistryError(f"{self.root / name / 'bpe.model'}: not a sentencepiece model ({type(e).__name__})") from None
+        try:
+            tok = ActionTokenizer(spec, stats, files.get("bpe.model"), card)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise RegistryError(f"{self.root / name / 'spec.json'}: does not fit its stats and card ({type(e).__name__}: {str(e)[:120]})") from None
         tok.content_hash = digest
         return tok
 
     def content_hash(self, name: str) -> str:
-        return json.loads((self._dir(name) / "manifest.json").read_text())["content_hash"]
+        return self._manifest(name)["content_hash"]
+
+    def fitted_from(self, name: str) -> dict | None:
+        """Which episodes of which dataset the tokenizer was fitted from, where registration was told (else None).
+        Kept in manifest.json beside the hashes, not in the content hash: it says where, not what."""
+        value = self._manifest(name).get("fitted_from")
+        return value if isinstance(value, dict) else None
 
     def vocabulary(self) -> Vocabulary:
         vocab = Vocabulary()
@@ -131,15 +175,30 @@ class Registry:
     # ------------------------------------------------------------------ writing
     def register(self, card: DataCard, episodes: list[np.ndarray], *, force: bool = False,
                  heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None,
-                 stats: Stats | None = None) -> ActionTokenizer:
+                 stats: Stats | None = None, fitted_from: dict | None = None) -> ActionTokenizer:
+        """`fitted_from`: where the episodes come from ({'dataset', 'manifest_sha256', 'episodes': [lo, hi]}),
+        recorded so a fine-tuning job can refuse a tokenizer fitted from other episodes than its own."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(str(self.root / ".lock"), timeout=600):
-                return self._register_locked(card, episodes, force, heldout_fraction, seed, log, stats)
+                return self._register_locked(card, episodes, force, heldout_fraction, seed, log, stats, fitted_from)
         except Timeout:
             raise RegistryError(f"{self.root}/.lock: another registration holds the registry lock") from None
 
-    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log, stats) -> ActionTokenizer:
+    def _clean_debris(self) -> None:
+        """What a registration killed mid-write left (under the lock, so none is in progress): `.tmp-*` directories
+        are deleted; an `.old-<name>-*` whose tokenizer is missing is put back (the kill fell between two renames)."""
+        for p in self.root.glob(".old-*"):
+            name = p.name[len(".old-"):].rsplit("-", 1)[0]
+            if p.is_dir() and not (self.root / name).exists() and (p / "manifest.json").is_file():
+                p.rename(self.root / name)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _register_locked(self, card, episodes, force, heldout_fraction, seed, log, stats, fitted_from=None) -> ActionTokenizer:
+        self._clean_debris()
         name = card.name
         exists = (self.root / name / "manifest.json").is_file()
         if exists and not force:
@@ -156,7 +215,7 @@ class Registry:
                                        heldout_fraction=heldout_fraction, seed=seed, log=log, stats=stats)
         if tok.spec.kind == "fast":
             tok = self._place_bpe(tok, bpe_model, old, others)
-        self._write_atomically(name, tok, bpe_model, card)
+        self._write_atomically(name, tok, bpe_model, card, fitted_from)
         log(f"registered '{name}' in {self.root} (embodiment token {token})")
         return self.load(name)
 
@@ -176,7 +235,8 @@ class Registry:
             return ActionTokenizer(replace(spec, bpe_start=end), tok.stats, bpe_model, tok.card)
         return tok
 
-    def _write_atomically(self, name: str, tok: ActionTokenizer, bpe_model: bytes | None, card: DataCard) -> None:
+    def _write_atomically(self, name: str, tok: ActionTokenizer, bpe_model: bytes | None, card: DataCard,
+                          fitted_from: dict | None = None) -> None:
         files = {
             "spec.json": (json.dumps(tok.spec.to_json(), indent=1) + "\n").encode(),
             "stats.json": (json.dumps(tok.stats.to_json(), indent=1) + "\n").encode(),
@@ -185,7 +245,8 @@ class Registry:
         if bpe_model is not None:
             files["bpe.model"] = bpe_model
         hashes = {k: _sha256(v) for k, v in files.items()}
-        files["manifest.json"] = (json.dumps({"content_hash": content_hash(hashes), "files": hashes}, indent=1) + "\n").encode()
+        manifest = {"content_hash": content_hash(hashes), "files": hashes, **({"fitted_from": fitted_from} if fitted_from else {})}
+        files["manifest.json"] = (json.dumps(manifest, indent=1) + "\n").encode()
         tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         trash = self.root / f".old-{name}-{uuid.uuid4().hex[:8]}"
         final = self.root / name

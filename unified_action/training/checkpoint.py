@@ -14,6 +14,10 @@ renames the directory to its final name (atomic on POSIX and on the shared files
 checkpoints), fsyncs the parent and prunes the oldest complete checkpoints beyond `keep`. A process killed
 anywhere before the rename leaves only a `.tmp` directory, so the previous complete checkpoint stays the
 latest. (DeepSpeed writes its own `latest` file before its final barrier; we never use it.)
+
+Resume loads every file weights-only (safe_load.py): a checkpoint file holding a pickled object is refused,
+naming it. A complete checkpoint that cannot be used (an unreadable COMPLETE.json, a missing optimizer or
+rank file) is skipped, saying so, for the previous complete one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import torch
 
 from unified_action.errors import TrainingError
-from unified_action.training import faults
+from unified_action.training import faults, safe_load
 from unified_action.training.distributed import DistInfo, barrier
 
 TAG = "state"  # DeepSpeed's tag directory inside a checkpoint
@@ -83,8 +87,39 @@ class CheckpointManager:
         return sorted(out)
 
     def latest(self) -> Path | None:
+        """The newest complete checkpoint that has every file a resume reads; newer unusable ones are skipped, saying so."""
         done = self.complete()
-        return done[-1][1] if done else None
+        skipped = []
+        for _, path in reversed(done):
+            problem = self.problem(path)
+            if problem is None:
+                if skipped and self.dist.is_main:
+                    print(f"falling back to {path}: skipped {'; '.join(skipped)}", flush=True)
+                return path
+            skipped.append(f"{path.name} ({problem})")
+        if skipped:
+            raise TrainingError(f"{self.root}: no usable checkpoint: {'; '.join(skipped)}; pass --overwrite to start again")
+        return None
+
+    def problem(self, path: Path) -> str | None:
+        """Why a complete checkpoint cannot be resumed from, or None."""
+        try:
+            meta = self.read_meta(path)
+            step, world = int(meta["step"]), int(meta["world_size"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{MARKER} is unreadable: {type(e).__name__}"
+        if not _NAME.match(path.name) or int(_NAME.match(path.name).group(1)) != step:
+            return f"{MARKER} says step {step}"
+        state = path / TAG
+        if not any(state.glob("*model_states.pt")):
+            return f"no model states in {TAG}/"
+        for r in range(world):
+            if not any(state.glob(f"*zero_pp_rank_{r}_mp_rank_*_optim_states.pt")):
+                return f"no optimizer state of rank {r} in {TAG}/"
+            for name in (f"rank{r:05d}.pt", f"rank{r:05d}.loader.json"):
+                if not (path / name).is_file():
+                    return f"{name} is missing"
+        return None
 
     def remove_incomplete(self) -> list[Path]:
         """Delete what killed runs left behind (`.tmp` directories); rank 0 only, before anyone saves."""
@@ -121,7 +156,10 @@ class CheckpointManager:
 
     # -- loading
     def read_meta(self, path: Path) -> dict:
-        return json.loads((path / MARKER).read_text())
+        meta = json.loads((path / MARKER).read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path / MARKER}: not a JSON object")
+        return meta
 
     def load(self, engine, path: Path) -> tuple[dict, dict]:
         """Restore engine, optimizer, scheduler and this rank's RNG; -> (COMPLETE.json meta, this rank's loader state)."""
@@ -132,12 +170,12 @@ class CheckpointManager:
                 f"{path}: saved by {saved} processes, this run has {self.dist.world_size}; ZeRO partitions optimizer state "
                 f"per process and the loader splits data per process, so resume with {saved} processes (--nproc {saved}), "
                 f"or convert the weights and start a new run from them: `uact export {path}` then "
-                f"`uact pretrain ... --init-from <export dir>` (DeepSpeed's universal checkpoint "
-                f"`python -m deepspeed.checkpoint.ds_to_universal --input_folder {path / TAG}` converts the ZeRO state)")
+                f"`uact pretrain ... --init-from <export dir>`")
+        safe_load.install(engine)  # DeepSpeed's own load unpickles with weights_only=False
         load_path, _ = engine.load_checkpoint(str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
         if load_path is None:
             raise TrainingError(f"{path}: DeepSpeed could not load {path / TAG}")
         r = self.dist.rank
-        set_rng_state(torch.load(path / f"rank{r:05d}.pt", weights_only=True))
+        set_rng_state(safe_load.weights_only_load(path / f"rank{r:05d}.pt"))
         loader_state = json.loads((path / f"rank{r:05d}.loader.json").read_text())
         return meta, loader_state

@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unified_action.errors import ConfigError, did_you_mean, pydantic_lines
+from unified_action.safe_yaml import YamlProblem, safe_load
 
 CONFIG_DIR = Path("pretrain/configs")
 FINETUNE_CONFIG_DIR = Path("finetune/configs")  # `uact finetune --config NAME` looks here
@@ -48,6 +48,7 @@ class DataSection(_Strict):
     num_workers: int = Field(2, ge=0)
     strict: bool = True
     allow_pipe: bool = False
+    verify: bool = False  # check every shard's sha256 against its manifest before training (uact data verify)
 
 
 class ModelSection(_Strict):
@@ -132,15 +133,20 @@ def _apply_override(d: dict, item: str, where: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{where}: --set {key}: '{p}' is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = safe_load(value)
+    except YamlProblem as e:
+        raise ConfigError(f"{where}: --set {key}: {e}") from None
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR) -> TrainConfig:
     path = resolve_config_path(name_or_path, config_dir)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raw = safe_load(path.read_text())
+    except YamlProblem as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of sections, got {type(raw).__name__}")
     for item in overrides:

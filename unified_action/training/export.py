@@ -21,12 +21,17 @@ from pathlib import Path
 import torch
 
 from unified_action.errors import TrainingError
+from unified_action.models.pretrained import (  # noqa: F401  (loading lives beside the model; re-exported here)
+    CARD,
+    CONFIG,
+    FORMAT_VERSION,
+    WEIGHTS,
+    check_tokenizers,
+    load_pretrained,
+    read_export,
+)
 from unified_action.tokenization import Registry
-from unified_action.tokenization.vocabulary import VOCAB_VERSION
 from unified_action.training.checkpoint import MARKER, TAG
-
-WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
-FORMAT_VERSION = 1
 
 
 def export_meta(model_cfg: dict, registry: Registry, tokenizer_names: list[str], run: dict) -> dict:
@@ -44,10 +49,12 @@ def export_meta(model_cfg: dict, registry: Registry, tokenizer_names: list[str],
 
 
 def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights of a complete checkpoint, gathered from every process's ZeRO partition."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    """fp32 weights of a complete checkpoint, gathered from every process's ZeRO partition (DeepSpeed's zero_to_fp32,
+    its every file loaded weights-only: a pickled payload is refused naming its file)."""
+    from unified_action.training.safe_load import weights_only_zero_to_fp32
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
+    with weights_only_zero_to_fp32() as zero_to_fp32:
+        return zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
@@ -127,47 +134,7 @@ Loading refuses a registry whose tokenizer differs from these (content hash of s
 
 ## Use
 ```python
-from unified_action.training.export import load_pretrained
+from unified_action.models.pretrained import load_pretrained
 model, config = load_pretrained("{'{this directory}'}", registry="tokenizers")
 ```
 """
-
-
-def check_tokenizers(config: dict, registry: Registry, where: str, names: list[str] | None = None) -> None:
-    """Refuse a registry that does not hold the tokenizers (by content hash) a model was trained with."""
-    if config.get("vocab_version") != VOCAB_VERSION:
-        raise TrainingError(f"{where}: vocabulary version {config.get('vocab_version')}, this library uses {VOCAB_VERSION}")
-    have = set(registry.names())
-    for name in names if names is not None else config["tokenizers"]:
-        want = config["tokenizers"][name]
-        if name not in have:
-            raise TrainingError(f"{where}: tokenizer '{name}' (hash {want[:12]}) is not registered in {registry.root}")
-        got = registry.content_hash(name)
-        if got != want:
-            raise TrainingError(f"{where}: tokenizer '{name}' in {registry.root} has hash {got[:12]}, the model was trained "
-                                f"with {want[:12]}; its spec or statistics changed since: use the registry the model was "
-                                f"trained with, or fine-tune on the new tokenizer")
-        if registry.spec(name).embodiment_token != config["embodiments"][name]:
-            raise TrainingError(f"{where}: tokenizer '{name}' has another embodiment token id in {registry.root}")
-
-
-def read_export(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
-        raise TrainingError(f"{path}: not an export directory (expected {WEIGHTS} and {CONFIG}); run `uact export RUN_DIR`")
-    config = json.loads((path / CONFIG).read_text())
-    return config, load_file(str(path / WEIGHTS))
-
-
-def load_pretrained(path: str | Path, registry: str | Path | Registry | None = None, check: bool = True):
-    """-> (WorldModel with the exported weights, config). Checks tokenizers against `registry` first."""
-    from unified_action.models import ModelConfig, WorldModel
-
-    config, state = read_export(path)
-    if check:
-        check_tokenizers(config, registry if isinstance(registry, Registry) else Registry(registry), str(path))
-    model = WorldModel(ModelConfig.from_dict(config["model"]))
-    model.load_state_dict(state, strict=True)
-    return model, config

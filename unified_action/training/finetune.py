@@ -122,7 +122,7 @@ def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[
     into a registry missing one could give it that embodiment's id. Registers nothing."""
     from unified_action.data.dataset import open_dataset
     from unified_action.tokenization import Registry
-    from unified_action.training.export import check_tokenizers
+    from unified_action.training.export import check_tokenizers, read_export
     from unified_action.training.trainer import _check_datasets
 
     where = where or cfg.name
@@ -130,7 +130,7 @@ def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[
     if fs is None:
         raise ConfigError(f"{where}: finetune: missing; a fine-tuning job names its pretrained export in finetune.init_from")
     _check_datasets(cfg, where)
-    pre = export_config(fs.init_from)
+    pre = read_export(fs.init_from, weights=False)[0]  # config.json checked against the copy in the weights, bounded
     check_tokenizers(pre, Registry(cfg.data.registry), fs.init_from)
     datasets, new = [], []
     for e in cfg.data.datasets:
@@ -150,6 +150,7 @@ def register_new(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[s
     from unified_action.cli.tokenizer import shard_episodes
     from unified_action.data.dataset import open_dataset
     from unified_action.tokenization import Registry
+    from unified_action.training.preflight import fitted_from
 
     reg = Registry(cfg.data.registry)
     done = []
@@ -158,7 +159,7 @@ def register_new(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[s
         if ds.name in reg.names():
             continue
         episodes, stats = shard_episodes(ds.root, ds.card, e.episodes)
-        tok = reg.register(ds.card, episodes, stats=stats)
+        tok = reg.register(ds.card, episodes, stats=stats, fitted_from=fitted_from(ds, e.episodes or (0, ds.episodes)))
         log(f"registered '{ds.name}' from {len(episodes)} episodes of {ds.root} (embodiment token "
             f"{tok.spec.embodiment_token}, hash {tok.content_hash[:12]})")
         done.append(ds.name)
@@ -169,11 +170,15 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
     """This process's Trainer of a fine-tuning job: checked, new tokenizers registered (by rank 0), mode applied."""
     from unified_action.tokenization import Registry
     from unified_action.training.distributed import barrier, init_distributed
+    from unified_action.training.preflight import check_job
     from unified_action.training.trainer import Adaptation, Trainer
 
     cfg, pre, new = prepare(cfg, config_path)
     fs = cfg.finetune
     dist = init_distributed()
+    # the whole job (model against the export, data, registry, output) is checked before anything is registered
+    check_job(cfg, config_path or cfg.name, overwrite=overwrite, init_from=fs.init_from, world_size=dist.world_size,
+              pending=new)
     if dist.is_main:
         register_new(cfg)
     barrier()  # every rank reads the registry only once rank 0 has written it

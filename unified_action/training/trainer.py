@@ -31,10 +31,10 @@ from unified_action.training.checkpoint import CheckpointManager
 from unified_action.training.config import TrainConfig, deepspeed_config
 from unified_action.training.distributed import DistInfo, all_reduce_, barrier, init_distributed
 from unified_action.training.monitor import ControllabilityMonitor
+from unified_action.training.preflight import check_job
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (vendor datasheets). Unknown GPUs report no MFU rather than a guess.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "4090": 165e12}
-
 
 
 @dataclass
@@ -91,12 +91,10 @@ def _check_datasets(cfg: TrainConfig, where: str) -> None:
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, max_action_tokens: int):
-    from unified_action.models import model_config
     from unified_action.models.spec import model_spec
+    from unified_action.training.preflight import job_model_config
 
-    mcfg = model_config(cfg.model.size, image_size=tuple(cfg.data.image_size), vocab_size=vocab_size,
-                        max_action_tokens=max_action_tokens, max_frames=cfg.data.context_frames + cfg.data.future_frames,
-                        context_frames=cfg.data.context_frames, **cfg.model.overrides)
+    mcfg = job_model_config(cfg, vocab_size, max_action_tokens)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     return model_spec().build(mcfg)
 
@@ -177,6 +175,8 @@ class Trainer:
         deepspeed_config(cfg, 1, False)  # refuse a bad DeepSpeed JSON before any process does real work
         self.dist = dist = dist or init_distributed()
         self.out = out = Path(cfg.out)
+        # the whole job is checked before anything is deleted or written (preflight.py)
+        check_job(cfg, where, overwrite=overwrite, init_from=init_from, world_size=dist.world_size)
         if overwrite and dist.is_main and out.exists():
             shutil.rmtree(out)
         barrier()
