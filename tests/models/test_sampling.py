@@ -58,7 +58,9 @@ def test_cached_rollout_equals_full_recomputation(horizon, steps):
             torch.manual_seed(7)
             full = sample_frames(model, to_pixels(context), cond, guide and null, horizon, steps, guide or 1.0, cache=False)
             assert cached.shape == (2, horizon, 3, *cfg.image_size)
-            assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+            # frames are rounded to the 8-bit grid each step: float-tolerance differences may flip a rounding
+            diff = (cached - full).abs()
+            assert diff.max() <= 1 / 127.5 + 1e-6 and (diff > 1e-6).float().mean() < 1e-3, diff.max()
             assert (cached[:, 1:] - cached[:, :-1]).abs().mean() > 0.01  # frames change: a real rollout
 
     torch.manual_seed(7)

@@ -76,6 +76,21 @@ class LoaderConfig:
 
 
 # ----------------------------------------------------------------------------------------- planning
+def frame_stride(root, name: str, asked: int | None, chunk_length: int) -> int:
+    """Steps between a clip's frames: the tokenizer's chunk length, so a frame's chunk is exactly the actions up to
+    the next frame; a job asking for another stride is refused."""
+    if asked is not None and asked != chunk_length:
+        raise DataError(f"{root}: frame_stride {asked}: frames must be one action chunk apart, and tokenizer '{name}' "
+                        f"encodes chunks of {chunk_length} steps (the card's tokenizer.chunk_length is the frame stride: "
+                        f"set it there and register again, or leave frame_stride unset)")
+    return chunk_length
+
+
+def clip_span(frames: int, chunk_length: int) -> int:
+    """Steps a clip of `frames` frames covers, one chunk apart, its last frame's chunk included."""
+    return frames * chunk_length
+
+
 class DatasetPlan:
     """One dataset's clips and its per-epoch order, computed from the manifest."""
 
@@ -95,12 +110,8 @@ class DatasetPlan:
         if self.camera not in cams:
             raise DataError(f"{self.ds.root}: camera '{self.camera}' is not in the card (cameras: {cams})")
         L = self.tok.spec.chunk_length
-        if entry.frame_stride is not None and entry.frame_stride != L:
-            raise DataError(f"{self.ds.root}: frame_stride {entry.frame_stride}: frames must be one action chunk apart, "
-                            f"and tokenizer '{card.name}' encodes chunks of {L} steps (the card's tokenizer.chunk_length "
-                            f"is the frame stride: set it there and register again, or leave frame_stride unset)")
-        self.stride = L
-        self.span = (cfg.frames - 1) * L + L  # steps a clip covers, its last action chunk included
+        self.stride = frame_stride(self.ds.root, card.name, entry.frame_stride, L)
+        self.span = clip_span(cfg.frames, L)
         stride = cfg.clip_stride or max(1, self.span // 2)
         lo, hi = entry.episodes or (0, self.ds.episodes)
         if not 0 <= lo < hi <= self.ds.episodes:

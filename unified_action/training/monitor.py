@@ -7,7 +7,7 @@ among the batch's clips of the same embodiment (a clip alone of its embodiment g
 reverse order). A model that follows its actions predicts worse with someone else's: the gap
 (shuffled - real) / real is positive. A gap that stays ~0 is the field's most reported failure ("shuffled
 actions give the same loss", NVIDIA/cosmos-framework#175): it is logged to TensorBoard (control/<dataset>)
-and the progress line, and warned about once it persists past the first quarter of the run.
+and the progress line, and warned about once it persists past half the run.
 
 The noise comes from a generator of its own, so the monitor leaves torch's global RNG (and with it exact
 resume) untouched.
@@ -77,8 +77,8 @@ class ControllabilityMonitor:
         return out
 
     def warning(self, step: int, scalars: dict[str, float]) -> str | None:
-        """One warning, once, when past the first quarter of the run some embodiment's gap is still ~0."""
-        if self.warned or step < self.total / 4:
+        """One warning, once, when past half the run some embodiment's gap is still ~0 (action use comes late)."""
+        if self.warned or step < self.total / 2:
             return None
         flat = [n for n in self.names if f"control/{n}" in scalars and scalars[f"control/{n}"] < FLAT_GAP]
         if not flat:

@@ -89,7 +89,7 @@ def fitted_from(ds, episodes: tuple[int, int]) -> dict:
 def check_data(cfg: TrainConfig, registry, world_size: int, pending: Collection[str], pre: dict | None) -> None:
     """Every dataset opens, has (or will get) its tokenizer, and gives every loader stream at least one clip."""
     from unified_action.data.dataset import expand_urls, open_dataset
-    from unified_action.data.loader import DatasetPlan, LoaderConfig, MixtureEntry
+    from unified_action.data.loader import DatasetPlan, LoaderConfig, MixtureEntry, clip_span, frame_stride
 
     streams = world_size * max(1, cfg.data.num_workers)
     d = cfg.data
@@ -120,7 +120,9 @@ def check_data(cfg: TrainConfig, registry, world_size: int, pending: Collection[
         cams = [c.name for c in ds.card.header.cameras]
         if (e.camera or (cams[0] if cams else None)) not in cams:
             raise DataError(f"{ds.root}: camera '{e.camera}' is not in the card (cameras: {cams})")
-        span = (loader_cfg.frames - 1) * e.frame_stride + ds.card.header.tokenizer.chunk_length
+        L = ds.card.header.tokenizer.chunk_length
+        frame_stride(ds.root, name, e.frame_stride, L)
+        span = clip_span(loader_cfg.frames, L)
         stride = d.clip_stride or max(1, span // 2)
         lengths = [T for s in ds.shards for T in s.lengths][lo:hi]
         clips = sum(len(range(0, T - span + 1, stride)) for T in lengths)
