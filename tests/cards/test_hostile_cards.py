@@ -69,7 +69,7 @@ def test_duplicate_keys_are_refused():
     text = CARRACING.replace("    slots: [vehicle.steer, vehicle.throttle, vehicle.brake]",
                              "    slots: [vehicle.steer, vehicle.throttle, vehicle.brake]\n"
                              "    slots: [vehicle.steer, vehicle.brake, vehicle.throttle]")
-    _refused(text, r"header: key 'slots' is given twice in one mapping \(lines 20 and 21\)")
+    _refused(text, r"header: key 'slots' is given twice in one mapping \(lines \d+ and \d+\)")
 
 
 def test_deep_nesting_is_refused():

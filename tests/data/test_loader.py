@@ -48,13 +48,15 @@ def test_clip_contents(shard_data):
     assert tuple(b["action_tokens"].shape) == (B, F, tok.spec.max_tokens)
     assert bool(b["action_mask"].any()) and (b["embodiment"] == tok.spec.embodiment_token).all()
     assert b["instruction"][0].startswith("Drive")
-    # the tokens decode to the clip's real actions: frame i's chunk starts at the clip start + i
+    # the tokens decode to the clip's real actions: frames are one chunk apart (the frame stride is the chunk length),
+    # and frame i's chunk is exactly the actions from it to the next frame
+    assert (b["frame_stride"] == tok.spec.chunk_length).all()
     ep, start = b["key"][0].split("/")[1].split("@")
     actions = next(a for i, a in enumerate(shard_data["carracing"].iter_actions()) if i == int(ep))
     decoded = tok.decode_native(b["action_tokens"][0].numpy())
     L = tok.spec.chunk_length
     for i in range(F):
-        want = actions[int(start) + i:int(start) + i + L]
+        want = actions[int(start) + i * L:int(start) + (i + 1) * L]
         assert np.abs(decoded.actions[i] - want).max() < 0.02  # bin tokenizer: within a bin of the truth
 
 
@@ -164,3 +166,13 @@ def test_episode_range_selects_exactly_those_episodes(shard_data):
     assert episodes_seen(None) == set(names)
     with pytest.raises(DataError, match=r"episodes: \[4, 9\) is not a non-empty range within the dataset's 6 episodes"):
         episodes_seen((4, 9))
+
+
+def test_a_frame_stride_other_than_the_chunk_length_is_refused(shard_data):
+    L = shard_data["registry"].load("carracing").spec.chunk_length
+    cfg = config(shard_data)
+    bad = replace(cfg, datasets=(replace(cfg.datasets[0], frame_stride=L + 1),))
+    with pytest.raises(DataError, match=f"frame_stride {L + 1}: frames must be one action chunk apart"):
+        ClipLoader(bad, rank=0, world_size=1)
+    ok = replace(cfg, datasets=(replace(cfg.datasets[0], frame_stride=L),))
+    assert ClipLoader(ok, rank=0, world_size=1).plans[0].stride == L

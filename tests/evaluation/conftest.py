@@ -71,7 +71,7 @@ def evalsetup(tmp_path_factory):
     """CarRacing (5 episodes) and Pong (2) at 32x32, both registered; a tiny model trained on CarRacing episodes 0-2,
     exported knowing only the CarRacing tokenizer."""
     root = tmp_path_factory.mktemp("eval")
-    car = record(root / "carracing", "carracing", episodes=5, steps=32, seed=5, shard_kb=150)
+    car = record(root / "carracing", "carracing", episodes=5, steps=60, seed=5, shard_kb=150)  # 12 frames at stride 5
     pong = record(root / "ale_pong", "ale_pong", episodes=2, steps=24, seed=6, shard_kb=150)  # only to be refused
     reg = Registry(root / "tokenizers")
     for ds in (car, pong):
