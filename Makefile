@@ -52,7 +52,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/tokenizers.py && $(BIN)/python benchmarks/data.py
 	PATH=$(CURDIR)/$(BIN):$$PATH pretrain/prepare_data.sh && $(BIN)/python benchmarks/train.py
-	$(BIN)/python benchmarks/fewshot.py
+	$(BIN)/python benchmarks/world_model.py && $(BIN)/python benchmarks/fewshot.py
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache .hypothesis

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=150, help="optimizer steps of every fine-tuning and scratch run")
     ap.add_argument("--modes", nargs="+", default=["full"], choices=["full", "lora", "adapter"])
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the tiny config's")
+    ap.add_argument("--finetune-lr", type=float, default=None, help="peak LR of the fine-tuning runs (default: the config's)")
     ap.add_argument("--pretrained", default=None, help="reuse this export (e.g. runs/demo/pretrain/export) instead of "
                     "pretraining tiny; its robot-free mixture must not include the held-out robot")
     ap.add_argument("--registry", default=None, help="with --pretrained: the registry it was trained with")
@@ -106,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"data.image_size={list(pre_cfg.data.image_size)}", f"model.overrides={dict(pre_cfg.model.overrides)}"]
         runs = {}
         for mode in a.modes:
-            cfg = load_config("tiny_metaworld", [*common, f"out={work}/{a.embodiment}/K{k}/finetune_{mode}", f"finetune.mode={mode}",
+            lr = [f"optim.lr={a.finetune_lr}", f"optim.min_lr={a.finetune_lr / 10}"] if a.finetune_lr else []
+            tag = f"{mode}_lr{a.finetune_lr:g}" if a.finetune_lr else mode
+            cfg = load_config("tiny_metaworld", [*common, *lr, f"out={work}/{a.embodiment}/K{k}/finetune_{tag}", f"finetune.mode={mode}",
                                                  f"finetune.init_from={pretrained}", f"finetune.episodes={k}"],
                               config_dir=FINETUNE_CONFIG_DIR)
-            runs[f"pretrained+{mode}"] = run_in_process(finetune, cfg)
+            runs[f"pretrained+{tag}"] = run_in_process(finetune, cfg)
         # scratch: the fine-tuning job's data, optimizer and steps (registry already holds this K's tokenizer)
         ft = load_config("tiny_metaworld", common, config_dir=FINETUNE_CONFIG_DIR)
         # from scratch with the pretraining recipe's optimizer (its higher LR suits random weights better)

@@ -35,7 +35,8 @@ class DemoDataset:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Everything the demo does, sized for ~8 minutes on a 2-core CPU (measured 7.5; tests run a smaller plan)."""
+    """Everything the demo does, sized for <= 15 minutes on the slower 2-core CPU kind (5.4 measured on an Intel Xeon
+    with AVX-512; tests run a smaller plan)."""
 
     # steps: enough frames at each card's frame stride (its tokenizer chunk: Push-T 2, Pong 2, CarRacing 5, Meta-World 8)
     pretrain: tuple[DemoDataset, ...] = (
