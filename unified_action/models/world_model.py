@@ -32,8 +32,18 @@ reported failure):
 - the pooled action queries are appended to every frame's patch tokens (spatial attention reads them
   directly, HMA's "concat"), and their summary joins the noise-level embedding in every block's adaLN
   ("modulate", as DIAMOND and Cosmos add the action to the noise embedding);
+- the same summary is added to every patch token through its own linear layer: a path that carries the
+  actions to the output from the first step, where adaLN-Zero's gates still hide them;
 - actions are dropped for a share of training clips (a learned null), so a rollout can use classifier-free
-  guidance over actions (guidance > 1 strengthens control, Vid2World's causal action guidance).
+  guidance over actions (guidance > 1 strengthens control, Vid2World's causal action guidance; measured on
+  the demo: +0.1-0.3 dB dPSNR for 0.1-0.6 dB PSNR, so off by default);
+- a share of clips is trained with temporal attention cut to each frame alone: from the previous frame only,
+  the motion must come from the actions (with the history, momentum explains most of it).
+
+What it does not do yet (benchmarks/README.md, world model): after the demo's 300 CPU steps the actions'
+share of the loss is small (the controllability monitor's gap: CarRacing +49%, Push-T +2%, Pong 0) and
+dPSNR stays under 0.4 dB; the model beats copy-last by predicting momentum and hedging, not by following
+the actions. The gap grows steadily with steps; a longer run is the next measurement.
 
 Blocks: spatial attention within a frame, then causal temporal attention across frames at each token
 position (rotary positions, a sliding window of max_frames - 1 frames: the KV cache keeps it at rollout),
