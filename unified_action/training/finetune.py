@@ -21,9 +21,7 @@ whose config lists the pretrained tokenizers and the new ones with their hashes,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -105,16 +103,6 @@ def owned_rows(registry, new: list[str], pretrained: list[str]) -> tuple[set[int
 
 
 # ------------------------------------------------------------------------------------------------ the job
-def export_config(path: str | Path) -> dict:
-    """config.json of an export directory (the weights are loaded later, by the Trainer)."""
-    from unified_action.training.export import CONFIG, WEIGHTS, read_export
-
-    p = Path(path)
-    if not (p / CONFIG).is_file() or not (p / WEIGHTS).is_file():
-        read_export(p)  # raises its one-line "not an export directory"
-    return json.loads((p / CONFIG).read_text())
-
-
 def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[str]]:
     """Check the job against its pretrained export -> (job with K applied, export config, new tokenizer names).
 
