@@ -254,7 +254,8 @@ class Trainer:
         step_loss = torch.zeros(1, dtype=torch.float64)
         for micro in range(cfg.train.grad_accum):
             raw = next(self._stream)
-            outputs = engine(to_device(raw, dist.device))
+            batch = to_device(raw, dist.device)
+            outputs = engine(batch)
             loss = outputs["loss"]
             if faults.nan_at(self.step + 1):
                 loss = loss * float("nan")
@@ -271,8 +272,8 @@ class Trainer:
             engine.step()
             step_loss += loss.detach().double().cpu()
             ds_idx = torch.as_tensor(np.asarray(raw["dataset"]), dtype=torch.int64)
-            if micro == 0 and self.monitor.due(self.step + 1):  # after the step: the model as it now is
-                self.control = self.monitor.measure(self.model, to_device(raw, dist.device), ds_idx, self.step + 1)
+            if micro == 0 and self.monitor.due(self.step + 1):  # once a step, on its first micro-batch
+                self.control = self.monitor.measure(self.model, batch, ds_idx, self.step + 1)
             per = outputs["per_sample"].detach().double().cpu()
             self.window["sums"][:self.n_ds].index_add_(0, ds_idx, per)
             self.window["sums"][self.n_ds:].index_add_(0, ds_idx, torch.ones_like(per))
