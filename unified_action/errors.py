@@ -67,11 +67,15 @@ def _loc(parts) -> str:
     return out or "header"
 
 
-def pydantic_lines(err, where: str, known_keys: Iterable[str]) -> list[str]:
-    """A pydantic ValidationError as one line per problem: 'file: field: message', unknown keys with did-you-mean."""
+def pydantic_lines(err, where: str, known_keys: Iterable[str], prefix: str = "") -> list[str]:
+    """A pydantic ValidationError as one line per problem: 'file: field: message', unknown keys with did-you-mean.
+
+    `prefix`: where the validated mapping sits in the file (e.g. 'tokenizer.fast'), put before each field."""
     lines, seen = [], set()
     for e in err.errors():
         loc = _loc(e["loc"])
+        if prefix:
+            loc = prefix if loc == "header" else f"{prefix}.{loc}" if not loc.startswith("[") else prefix + loc
         if loc in seen:
             continue
         seen.add(loc)

@@ -11,6 +11,7 @@ import yaml
 from unified_action import cli
 from unified_action.cards import load_card
 from unified_action.errors import CardError
+from unified_action.tokenization.kinds import require_valid_card
 
 BASE = {
     "name": "toy_arm",
@@ -68,7 +69,9 @@ MALFORMED = [
     ("missing nested field", _delete(["action", 0, "dtype"]), r"action\[0\]\.dtype: required field is missing"),
     ("wrong type", _set(["control_frequency_hz"], "fast"), r"control_frequency_hz: Input should be a valid number.*'fast'"),
     ("bad frequency", _set(["control_frequency_hz"], 0), r"control_frequency_hz: Input should be greater than 0"),
-    ("unknown tokenizer kind", _set(["tokenizer", "kind"], "vq"), r"tokenizer\.kind: Input should be 'bin', 'fast' or 'discrete'"),
+    ("unknown tokenizer kind", _set(["tokenizer", "kind"], "fsat"), r"tokenizer\.kind: unknown tokenizer kind 'fsat' \(did you mean 'fast'\?\); known: bin, discrete, fast"),
+    ("parameters of another kind", _set(["tokenizer", "fast"], {"vocab_size": 512}), r"tokenizer\.fast: parameters of kind 'fast', but this card's kind is 'bin'"),
+    ("unknown tokenizer key", _set(["tokenizer", "chunk_lenght"], 3), r"tokenizer\.chunk_lenght: unknown field \(did you mean 'chunk_length'\?\)"),
     ("unknown field", _set(["control_freq"], 10), r"control_freq: unknown field \(did you mean 'control_frequency_hz'\?\)"),
     ("unknown slot", _set(["action", 0, "slots", 2], "right_arm.eef_pos_delta.w"), r"action\[0\]\.slots\[2\]: unknown slot 'right_arm\.eef_pos_delta\.w' \(did you mean"),
     ("slot used twice", _set(["action", 1, "slots"], ["right_arm.eef_pos_delta.x"]), r"action\[1\]\.slots\[0\]: slot 'right_arm\.eef_pos_delta\.x' is already filled by action\[0\]\.slots\[0\]"),
@@ -80,7 +83,7 @@ MALFORMED = [
     ("bad dtype", _set(["action", 0, "dtype"], "float8"), r"action\[0\]\.dtype: Input should be 'float16'"),
     ("bad name", _set(["name"], "Toy Arm"), r"name: String should match pattern"),
     ("zero affine scale", _set(["action", 1, "transform", "scale"], 0), r"action\[1\]\.transform\.scale: must be non-zero"),
-    ("discrete kind with continuous slots", _set(["tokenizer", "kind"], "discrete"), r"tokenizer\.kind: 'discrete' takes only binary and categorical slots"),
+    ("discrete kind with continuous slots", _set(["tokenizer", "kind"], "discrete"), r"tokenizer\.kind: 'discrete' takes only binary and categorical slots.*; use 'bin' or 'fast'"),
     ("chunk length", _set(["tokenizer", "chunk_length"], 0), r"tokenizer\.chunk_length: Input should be greater than 0"),
     ("duplicate camera", _set(["cameras"], [{"name": "a", "key": "x", "height": 1, "width": 1}] * 2), r"cameras: camera name 'a' is used twice"),
     ("path twice", _set(["action", 1, "path"], "action/delta"), r"action\[1\]\.path: 'action/delta' is mapped twice"),
@@ -90,10 +93,10 @@ MALFORMED = [
 @pytest.mark.parametrize("case,fn,expected", MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_card_gets_its_precise_error_and_writes_nothing(tmp_path, monkeypatch, capsys, case, fn, expected):
     """Through `uact tokenizer register`: exit 2, one line per problem naming the file and the field, and the
-    registry left as it was (empty)."""
+    registry left as it was (empty). The tokenizer section is checked by its kind (tokenization/kinds/)."""
     path = write(tmp_path, mutate(fn))
     with pytest.raises(CardError) as err:
-        load_card(path)
+        require_valid_card(load_card(path))
     assert any(re.search(expected, p) for p in err.value.problems), err.value.problems
     eps = tmp_path / "eps"
     eps.mkdir()

@@ -119,3 +119,24 @@ def test_a_long_tags_list_is_refused(tmp_path):
         h["tags"] = ["t"] * 10_000
     _refused(_header(fn), r"tags: .*at most 256")
     assert load_card(write(tmp_path, BASE)).name == "toy_arm"
+
+
+def _parts(parts, shape=(4096,)):
+    def fn(h):
+        h["action"] = [{"path": "action", "dtype": "float32", "shape": list(shape), "kind": "continuous", "parts": parts}]
+    return _header(fn)
+
+
+def test_many_overlapping_parts_are_refused_quickly():
+    """256 parts (the most a field may have) over the largest field, each claiming every value: one line per
+    problem, the first naming the card, the field and the part, in bounded time."""
+    every = {"dims": [0, 4096], "slots": ["right_arm.gripper"], "units": "fraction_open"}
+    msg = _refused(_parts([every] * 256), r"toy_arm\.md: action\[0\]\.parts\[\d+\]\.dims: \[0, 4096\) overlaps parts\[\d+\]")
+    assert re.search(r"\(and \d+ more\)$", msg)
+    _refused(_parts([every] * 257), r"action\[0\]\.parts: List should have at most 256 items")
+
+
+@pytest.mark.parametrize("dims", [[0, 10**12], [2**70, 3], [0.5, 3], ["0", "3"], [0, 1, 2]])
+def test_absurd_part_dims_are_refused(dims):
+    _refused(_parts([{"dims": dims, "slots": ["right_arm.gripper"], "units": "fraction_open"}], shape=(3,)),
+             r"action\[0\]\.parts\[0\]\.dims")

@@ -11,20 +11,21 @@ CARD_NAMES = sorted(p.stem for p in CARDS.glob("*.md"))
 
 
 def valid_native(card, n, rng):
-    parts = []
+    """Native actions inside each part's range (a field mapped as a whole is one part), in card order."""
+    cols = []
     for f in card.header.action:
-        size = int(np.prod(f.shape)) if f.shape else 1
-        t = f.transform
-        if t.type == "table":
-            idx = rng.integers(0, len(t.rows), n)
-            parts.append(np.eye(len(t.rows))[idx] if t.input == "onehot" else idx[:, None].astype(float))
-        elif t.type == "rpy_to_rotvec":
-            parts.append(rng.uniform(-0.3, 0.3, (n, 3)))
-        else:
-            lo = per_dim(f.range.low, size) if f.range else -np.ones(size)
-            hi = per_dim(f.range.high, size) if f.range else np.ones(size)
-            parts.append(rng.uniform(lo, hi, (n, size)))
-    return np.concatenate(parts, axis=1)
+        for p in f.as_parts():
+            t = p.transform
+            if t.type == "table":
+                idx = rng.integers(0, len(t.rows), n)
+                cols.append(np.eye(len(t.rows))[idx] if t.input == "onehot" else idx[:, None].astype(float))
+            elif t.type == "rpy_to_rotvec":
+                cols.append(rng.uniform(-0.3, 0.3, (n, 3)))
+            else:
+                lo = per_dim(p.range.low, p.size) if p.range else -np.ones(p.size)
+                hi = per_dim(p.range.high, p.size) if p.range else np.ones(p.size)
+                cols.append(rng.uniform(lo, hi, (n, p.size)))
+    return np.concatenate(cols, axis=1)
 
 
 @pytest.mark.parametrize("name", CARD_NAMES)
@@ -35,7 +36,7 @@ def test_to_native_inverts_to_unified(name):
     assert not outside.any() and unified.shape == (64, card.mapping.dim)
     back = card.mapping.to_native(unified)
     np.testing.assert_allclose(card.mapping.to_unified(back)[0], unified, atol=1e-9)
-    many_to_one = [f for f in card.header.action if f.transform.type == "table" and f.transform.allow_repeated_rows]
+    many_to_one = [p for f in card.header.action for p in f.as_parts() if p.transform.type == "table" and p.transform.allow_repeated_rows]
     if not many_to_one:  # else several native values decode to the first that means the same
         np.testing.assert_allclose(back, native, atol=1e-9)
 

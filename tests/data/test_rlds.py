@@ -165,10 +165,11 @@ def random_episode(card, index: int, T: int, rng: np.random.Generator, size=(20,
     actions = {}
     for f in card.header.action:
         shape = (T, *f.shape)
-        if f.transform.type == "table" and f.transform.input == "index":
-            actions[f.path] = rng.integers(0, len(f.transform.rows), shape).astype(f.dtype)
-        elif f.transform.type == "table":
-            actions[f.path] = np.eye(len(f.transform.rows), dtype=f.dtype)[rng.integers(0, len(f.transform.rows), T)]
+        t = f.as_parts()[0].transform if len(f.as_parts()) == 1 else None  # a table maps a whole field
+        if t is not None and t.type == "table" and t.input == "index":
+            actions[f.path] = rng.integers(0, len(t.rows), shape).astype(f.dtype)
+        elif t is not None and t.type == "table":
+            actions[f.path] = np.eye(len(t.rows), dtype=f.dtype)[rng.integers(0, len(t.rows), T)]
         else:
             actions[f.path] = rng.uniform(-1, 1, shape).astype(f.dtype)
     inst = card.header.instruction

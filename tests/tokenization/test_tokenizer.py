@@ -86,7 +86,7 @@ def test_fast_on_held_out_simulator_data_meets_its_target(registry, sim_episodes
     tok = registry.load("gym_aloha_insertion")
     report = tok.spec.heldout
     assert report["measured_on"] == "held-out episodes" and report["invalid"] == 0
-    assert report["rmse_normalized"] <= tok.card.header.tokenizer.fast.target_rmse * 1.5
+    assert report["rmse_normalized"] <= tok.kind.params(tok.card.header.tokenizer.sections).target_rmse * 1.5
     chunks = unified_chunks(tok, sim_episodes["gym_aloha_insertion"][-3:])
     enc = tok.encode(chunks)
     assert enc.mask.sum(1).mean() * 5 <= tok.horizon * tok.dim
@@ -116,7 +116,7 @@ def test_fast_sequence_layout(toks):
     assert enc.tokens.shape == (2, tok.spec.max_tokens)
     row = enc.tokens[0][enc.mask[0]]
     assert row[0] == BOS and row[1] == tok.spec.embodiment_token and row[-2] == SEP and row[-1] == EOS
-    assert tok.bpe.owns(row[2:-2]).all()
+    assert tok.kind.bpe.owns(row[2:-2]).all()
 
 
 def test_values_outside_the_fitted_range_are_clipped_and_counted(toks):
@@ -175,7 +175,7 @@ def test_overflowing_fast_sequence_is_flagged_not_truncated(toks):
     where noise fits; padded as a tokenizer fitted on more data would be (a few dozen tokens), noise overflows."""
     fitted = toks["gym_aloha_insertion"]
     assert fitted.spec.max_tokens == 4 + fitted.horizon * fitted.dim  # the few-shot floor (fitting.FEW_CHUNKS)
-    tok = ActionTokenizer(replace(fitted.spec, max_tokens=64), fitted.stats, fitted.bpe.sp.serialized_model_proto(),
+    tok = ActionTokenizer(replace(fitted.spec, max_tokens=64), fitted.stats, fitted.kind.bpe.sp.serialized_model_proto(),
                           fitted.card)
     rng = np.random.default_rng(0)
     x = tok.stats.q01 + rng.random((2, tok.horizon, tok.dim)) * (tok.stats.q99 - tok.stats.q01)

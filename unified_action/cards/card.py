@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from unified_action import action_space
 from unified_action.action_space import SlotKind
 from unified_action.cards import schema
-from unified_action.cards.mapping import ActionMapping, compile_mapping, field_size, per_dim
-from unified_action.cards.schema import ActionField, CardHeader
+from unified_action.cards.mapping import ActionMapping, compile_mapping, per_dim
+from unified_action.cards.schema import FLAT_KEYS, ActionField, ActionPart, CardHeader
 from unified_action.errors import CardError, did_you_mean, pydantic_lines
 from unified_action.safe_yaml import YamlProblem, safe_load
 
@@ -29,6 +29,7 @@ class DataCard:
     text: str  # the whole file, as read: it travels with the tokenizer
     source_path: Path | None
     mapping: ActionMapping
+    where: str = "<card>"  # how its errors name the card: the file it was read from, or what the caller said
 
     @property
     def name(self) -> str:
@@ -54,7 +55,7 @@ def load_card(path: str | Path) -> DataCard:
     card = parse_card(text, str(path))
     if card.name != path.stem:
         raise CardError([f"{path}: name: '{card.name}' must equal the file name '{path.stem}' (data_cards/<name>.md)"])
-    return DataCard(card.header, card.body, text, path, card.mapping)
+    return DataCard(card.header, card.body, text, path, card.mapping, str(path))
 
 
 def parse_card(text: str, where: str = "<card>") -> DataCard:
@@ -66,7 +67,7 @@ def parse_card(text: str, where: str = "<card>") -> DataCard:
     problems = [f"{where}: {p}" for p in check_semantics(model)]
     if problems:
         raise CardError(problems)
-    return DataCard(model, body, text, None, compile_mapping(model.action, model.action_space_version))
+    return DataCard(model, body, text, None, compile_mapping(model.action, model.action_space_version), where)
 
 
 def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
@@ -88,8 +89,8 @@ def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (schema.CardHeader, schema.ActionField, schema.Camera, schema.TokenizerParams,
-                  schema.FastParams, schema.Instruction, schema.Range, schema.Table, schema.Affine):
+    for model in (schema.CardHeader, schema.ActionField, schema.ActionPart, schema.Camera, schema.TokenizerParams,
+                  schema.Instruction, schema.Range, schema.Table, schema.Affine):
         keys.update(model.model_fields)
     return keys
 
@@ -100,6 +101,7 @@ def _known_keys() -> set[str]:
 
 
 def check_semantics(card: CardHeader) -> list[str]:
+    """Problems of the card's meaning; the tokenizer section is checked by its kind (tokenization/kinds/)."""
     version = card.action_space_version
     if version not in action_space.SLOT_COUNT_BY_VERSION:
         return [f"action_space_version: unknown version {version}, known: {sorted(action_space.SLOT_COUNT_BY_VERSION)}"]
@@ -112,24 +114,26 @@ def check_semantics(card: CardHeader) -> list[str]:
         if field.path in paths:
             problems.append(f"{at}.path: '{field.path}' is mapped twice; give each native field one entry")
         paths.add(field.path)
-        for j, name in enumerate(field.slots):
-            if name not in table:
-                problems.append(f"{at}.slots[{j}]: unknown slot '{name}'{did_you_mean(name, table)}")
-            elif name in first_use:
-                problems.append(f"{at}.slots[{j}]: slot '{name}' is already filled by {first_use[name]}")
-            else:
-                first_use[name] = f"{at}.slots[{j}]"
-        if all(name in table for name in field.slots):
-            problems += [f"{at}.{p}" for p in _check_field(field, [table[n] for n in field.slots])]
+        form = _check_form(field)
+        if form:
+            problems += [f"{at}.{p}" for p in form]
+            continue
+        spans = _check_spans(field) if field.parts is not None else []
+        problems += [f"{at}.{p}" for p in spans]
+        for j, part in enumerate(field.as_parts()):
+            pat = at if field.parts is None else f"{at}.parts[{j}]"
+            for k, name in enumerate(part.slots):
+                if name not in table:
+                    problems.append(f"{pat}.slots[{k}]: unknown slot '{name}'{did_you_mean(name, table)}")
+                elif name in first_use:
+                    problems.append(f"{pat}.slots[{k}]: slot '{name}' is already filled by {first_use[name]}")
+                else:
+                    first_use[name] = f"{pat}.slots[{k}]"
+            if not spans and all(name in table for name in part.slots):
+                problems += [f"{pat}.{p}" for p in _check_part(field, part, [table[n] for n in part.slots])]
     names = [c.name for c in card.cameras]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"cameras: camera name '{dup}' is used twice")
-    if card.tokenizer.kind == "discrete":
-        cont = [n for n in first_use if table[n].kind is SlotKind.CONTINUOUS]
-        if cont:
-            problems.append(f"tokenizer.kind: 'discrete' takes only binary and categorical slots, but {cont[0]} is continuous; use 'bin' or 'fast'")
-    if card.tokenizer.kind in ("bin", "fast") and first_use and all(table[n].kind is not SlotKind.CONTINUOUS for n in first_use):
-        problems.append(f"tokenizer.kind: '{card.tokenizer.kind}' needs a continuous slot, and this card has none; use 'discrete'")
     inst = card.instruction
     if inst is not None:
         if inst.location == "constant" and not inst.text:
@@ -139,39 +143,85 @@ def check_semantics(card: CardHeader) -> list[str]:
     return problems
 
 
-def _check_field(field: ActionField, slots: list) -> list[str]:
-    n_native, n_slots = field_size(field), len(slots)
-    t = field.transform
+def _check_form(field: ActionField) -> list[str]:
+    """A field maps either as a whole (units, slots, ...) or in parts, never both."""
+    if field.parts is not None:
+        flat = [k for k in FLAT_KEYS if getattr(field, k) is not None]
+        if flat:
+            return [f"parts: the field also gives {', '.join(flat)}; a field maps either as a whole ({', '.join(FLAT_KEYS)}) "
+                    f"or in parts, each part with its own"]
+        return []
+    return [f"{k}: required field is missing (or split the field into parts)" for k in ("units", "slots") if getattr(field, k) is None]
+
+
+def _span(p) -> str:
+    return f"[{p.start}, {p.stop})"
+
+
+def _check_spans(field: ActionField) -> list[str]:
+    """Parts cover the field's values exactly once: non-empty, inside the shape, no overlap, no gap."""
+    n, problems = field.size, []
+    of = f"of '{field.path}' (shape {field.shape}, {n} values)"
+    usable = []
+    for j, p in enumerate(field.parts):
+        if p.start >= p.stop:
+            problems.append(f"parts[{j}].dims: {_span(p)} {of} is empty; expected start < stop")
+        elif p.stop > n:
+            problems.append(f"parts[{j}].dims: {_span(p)} goes past the values {of}; expected stop <= {n}")
+        else:
+            usable.append((p.start, p.stop, j))
+    usable.sort()
+    covered = 0
+    for (a, b, j), prev in zip(usable, [None] + usable[:-1]):
+        if prev is not None and a < prev[1]:
+            problems.append(f"parts[{j}].dims: [{a}, {b}) overlaps parts[{prev[2]}] [{prev[0]}, {prev[1]}) {of}; "
+                            f"expected every value in exactly one part")
+        elif a > covered:
+            problems.append(f"parts: values [{covered}, {a}) {of} are in no part; expected the parts to cover all {n} values")
+        covered = max(covered, b)
+    if not problems and covered < n:
+        problems.append(f"parts: values [{covered}, {n}) {of} are in no part; expected the parts to cover all {n} values")
+    return problems
+
+
+def _check_part(field: ActionField, part: ActionPart, slots: list) -> list[str]:
+    """One part (a whole field is one part over all its values): slots, units, kind, range and transform agree."""
+    whole = field.parts is None
+    n_native, n_slots = part.size, len(slots)
+    of = f"a field of {n_native} values" if whole else f"dims {_span(part)} of '{field.path}' ({n_native} values)"
+    t, kind = part.transform, part.kind
     problems: list[str] = []
-    problems += _check_per_dim("units", field.units, n_native)
-    if field.range is not None:
-        problems += _check_range(field.range, n_native)
+    problems += _check_per_dim("units", part.units, n_native, of)
+    if part.range is not None:
+        problems += _check_range(part.range, n_native, of)
     if t.type == "table":
-        return problems + _check_table(field, slots, n_native)
-    if field.kind == "categorical":
+        return problems + _check_table(field, part, slots, of)
+    if kind == "categorical":
         kinds_ok = all(s.kind is SlotKind.CATEGORICAL for s in slots)
         if not kinds_ok:
-            problems.append("transform: a categorical field needs a 'table' transform onto its slots")
+            problems.append(f"transform: a categorical {'field' if whole else 'part'} needs a 'table' transform onto its slots")
             return problems
     if n_slots != n_native:
-        return problems + [f"slots: {n_slots} slots listed for a field of {n_native} values (shape {field.shape})"]
+        shape = f" (shape {field.shape})" if whole else ""
+        return problems + [f"slots: {n_slots} slots listed for {of}{shape}"]
     for s in slots:
-        if s.kind.value != field.kind:
-            problems.append(f"kind: '{field.kind}' but slot '{s.name}' is {s.kind.value}")
+        if s.kind.value != kind:
+            problems.append(f"kind: '{kind}' but slot '{s.name}' is {s.kind.value}")
             break
     if t.type == "rpy_to_rotvec":
-        if n_native != 3 or not all(".eef_rot_delta." in s.name for s in slots):
-            problems.append("transform: rpy_to_rotvec maps 3 angles onto an arm's eef_rot_delta.{x,y,z} slots")
+        if not _one_arms_rotation(slots):
+            got = "" if whole else f", got {of}"
+            problems.append(f"transform: rpy_to_rotvec maps 3 angles onto an arm's eef_rot_delta.{{x,y,z}} slots, in that order{got}")
         units_after: str | list[str] = "rad"
     elif t.type == "affine":
-        problems += _check_per_dim("transform.scale", t.scale, n_native)
-        problems += _check_per_dim("transform.offset", t.offset, n_native)
-        problems += _check_per_dim("transform.units", t.units, n_native)
+        problems += _check_per_dim("transform.scale", t.scale, n_native, of)
+        problems += _check_per_dim("transform.offset", t.offset, n_native, of)
+        problems += _check_per_dim("transform.units", t.units, n_native, of)
         if not problems and np.any(per_dim(t.scale, n_native) == 0):
             problems.append("transform.scale: must be non-zero in every dimension (the transform must be invertible)")
         units_after = t.units
     else:
-        units_after = field.units
+        units_after = part.units
     if not problems:
         for k, s in enumerate(slots):
             u = units_after if isinstance(units_after, str) else units_after[k]
@@ -182,14 +232,23 @@ def _check_field(field: ActionField, slots: list) -> list[str]:
     return problems
 
 
-def _check_per_dim(name: str, value, n: int) -> list[str]:
+def _one_arms_rotation(slots: list) -> bool:
+    """Three slots: x, y, z of one group's eef_rot_delta, in that order (the rotation vector's components)."""
+    names = [s.name for s in slots]
+    if len(names) != 3 or not names[0].endswith(".eef_rot_delta.x"):
+        return False
+    group = names[0][: -len(".x")]
+    return names == [f"{group}.x", f"{group}.y", f"{group}.z"]
+
+
+def _check_per_dim(name: str, value, n: int, of: str) -> list[str]:
     if isinstance(value, list) and len(value) != n:
-        return [f"{name}: {len(value)} values listed for a field of {n} values"]
+        return [f"{name}: {len(value)} values listed for {of}"]
     return []
 
 
-def _check_range(rng, n: int) -> list[str]:
-    problems = _check_per_dim("range.low", rng.low, n) + _check_per_dim("range.high", rng.high, n)
+def _check_range(rng, n: int, of: str) -> list[str]:
+    problems = _check_per_dim("range.low", rng.low, n, of) + _check_per_dim("range.high", rng.high, n, of)
     if problems:
         return problems
     low, high = per_dim(rng.low, n), per_dim(rng.high, n)
@@ -202,15 +261,17 @@ def _check_range(rng, n: int) -> list[str]:
     return []
 
 
-def _check_table(field: ActionField, slots: list, n_native: int) -> list[str]:
-    t = field.transform
+def _check_table(field: ActionField, part: ActionPart, slots: list, of: str) -> list[str]:
+    t, n_native = part.transform, part.size
+    whole = field.parts is None
     problems = []
-    if field.kind != "categorical":
-        problems.append(f"kind: a 'table' transform reads a categorical field, got '{field.kind}'")
+    if part.kind != "categorical":
+        problems.append(f"kind: a 'table' transform reads a categorical {'field' if whole else 'part'}, got '{part.kind}'")
     if t.input == "index" and n_native != 1:
-        problems.append(f"shape: a table with input 'index' reads one integer, got shape {field.shape}")
+        problems.append(f"shape: a table with input 'index' reads one integer, got shape {field.shape}" if whole else
+                        f"dims: a table with input 'index' reads one integer, got {of}")
     if t.input == "onehot" and n_native != len(t.rows):
-        problems.append(f"transform.rows: a one-hot field of {n_native} values needs {n_native} rows, got {len(t.rows)}")
+        problems.append(f"transform.rows: a one-hot {'field' if whole else 'part'} of {n_native} values needs {n_native} rows, got {len(t.rows)}")
     if t.labels is not None and len(t.labels) != len(t.rows):
         problems.append(f"transform.labels: {len(t.labels)} labels for {len(t.rows)} rows")
     for r, row in enumerate(t.rows):
@@ -229,8 +290,8 @@ def _check_table(field: ActionField, slots: list, n_native: int) -> list[str]:
         first = repeats[0]
         problems.append(f"transform.rows[{first}]: repeats an earlier row; rows must differ so decoding is unambiguous "
                         f"(set allow_repeated_rows: true if several native values really mean the same)")
-    if field.range is not None and t.input == "index" and not problems:
-        hi = float(per_dim(field.range.high, 1)[0])
+    if part.range is not None and t.input == "index" and not problems:
+        hi = float(per_dim(part.range.high, 1)[0])
         if hi != len(rows) - 1:
             problems.append(f"range.high: {hi:g}, but the table has values 0..{len(rows) - 1}")
     return problems

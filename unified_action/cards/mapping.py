@@ -1,7 +1,8 @@
 """Native actions <-> unified slot values, compiled from a validated card.
 
 The native action of a step is flattened in card order: each action field contributes prod(shape) values
-(a scalar field contributes one). The unified vector of an embodiment holds its slots sorted by slot id,
+(a scalar field contributes one). A field maps as a whole or in parts (runs of its flattened values, each with
+its own slots and transform); either way the mapping holds one `FieldMap` per part. The unified vector of an embodiment holds its slots sorted by slot id,
 so two embodiments that share slots also share their order.
 
 All conversions are vectorised over any leading batch/time dimensions.
@@ -10,7 +11,6 @@ All conversions are vectorised over any leading batch/time dimensions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import prod
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -27,13 +27,15 @@ def per_dim(value, n: int) -> np.ndarray:
 
 
 def field_size(field: ActionField) -> int:
-    return prod(field.shape) if field.shape else 1
+    return field.size
 
 
 @dataclass(frozen=True)
 class FieldMap:
+    """One part of a native field (a field mapped as a whole is one part): where it sits, where it goes."""
+
     path: str
-    native_start: int
+    native_start: int  # in the flattened native vector of a step, not in the field
     native_size: int
     transform: str  # identity | affine | rpy_to_rotvec | table
     out: np.ndarray  # index of each produced slot in the unified vector
@@ -41,6 +43,7 @@ class FieldMap:
     offset: np.ndarray | None = None
     rows: np.ndarray | None = None  # [n_values, n_slots] for tables
     onehot: bool = False
+    part: int | None = None  # index into the field's `parts`, None for a field mapped as a whole
 
     @property
     def native(self) -> slice:
@@ -66,6 +69,17 @@ class ActionMapping:
     @property
     def kinds(self) -> list[SlotKind]:
         return [s.kind for s in self.slots]
+
+    def native_targets(self) -> list[tuple[str, str]]:
+        """(slot, transform) of every native dimension; a table or rpy_to_rotvec value feeds all its part's slots,
+        named together."""
+        out = [("", "")] * self.native_dim
+        for f in self.fields:
+            names = [self.slots[i].name for i in f.out]
+            together = f.transform in ("table", "rpy_to_rotvec")
+            for k in range(f.native_size):
+                out[f.native_start + k] = (", ".join(names) if together else names[k], f.transform)
+        return out
 
     def to_unified(self, native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[..., native_dim] -> ([..., dim] float64, [...] count of table inputs outside the table per step).
@@ -114,21 +128,26 @@ class ActionMapping:
 
 def compile_mapping(fields: list[ActionField], version: int) -> ActionMapping:
     """Build the mapping of a card whose fields `card.check_semantics` has accepted."""
-    used = sorted({action_space.slot(name, version).id for f in fields for name in f.slots})
+    parts = [f.as_parts() for f in fields]
+    used = sorted({action_space.slot(name, version).id for ps in parts for p in ps for name in p.slots})
     table = action_space.slots(version)
     position = {slot_id: i for i, slot_id in enumerate(used)}
-    maps, start, lows, highs = [], 0, [], []
-    for f in fields:
-        n = field_size(f)
-        out = np.array([position[action_space.slot(name, version).id] for name in f.slots])
-        t = f.transform
-        kw: dict = {}
-        if t.type == "affine":
-            kw = dict(scale=per_dim(t.scale, len(f.slots)), offset=per_dim(t.offset, len(f.slots)))
-        elif t.type == "table":
-            kw = dict(rows=np.asarray(t.rows, dtype=np.float64), onehot=t.input == "onehot")
-        maps.append(FieldMap(f.path, start, n, t.type, out, **kw))
-        lows.append(per_dim(f.range.low, n) if f.range else np.full(n, np.nan))
-        highs.append(per_dim(f.range.high, n) if f.range else np.full(n, np.nan))
-        start += n
+    maps, lows, highs = [], [], []
+    start = 0  # of the current field in the flattened native vector
+    for f, ps in zip(fields, parts):
+        low, high = np.full(f.size, np.nan), np.full(f.size, np.nan)
+        for j, p in enumerate(ps):
+            out = np.array([position[action_space.slot(name, version).id] for name in p.slots])
+            t = p.transform
+            kw: dict = {}
+            if t.type == "affine":
+                kw = dict(scale=per_dim(t.scale, len(p.slots)), offset=per_dim(t.offset, len(p.slots)))
+            elif t.type == "table":
+                kw = dict(rows=np.asarray(t.rows, dtype=np.float64), onehot=t.input == "onehot")
+            maps.append(FieldMap(f.path, start + p.start, p.size, t.type, out, part=j if f.parts is not None else None, **kw))
+            if p.range is not None:
+                low[p.start: p.stop], high[p.start: p.stop] = per_dim(p.range.low, p.size), per_dim(p.range.high, p.size)
+        lows.append(low)
+        highs.append(high)
+        start += f.size
     return ActionMapping(tuple(maps), tuple(table[i] for i in used), start, np.concatenate(lows), np.concatenate(highs))

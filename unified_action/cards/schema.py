@@ -14,7 +14,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
 # What a card may hold, so that checking one is bounded work (the YAML itself is bounded by safe_yaml.py).
@@ -162,15 +162,53 @@ class Table(_Strict):
 Transform = Annotated[Identity | Affine | RpyToRotvec | Table, Field(discriminator="type")]
 
 
+FieldKind = Literal["continuous", "binary", "categorical"]
+FLAT_KEYS = ("units", "slots", "transform", "range")  # what a field maps with as a whole, or each part for itself
+
+
+class ActionPart(_Strict):
+    """A run of values of a flat native vector with its own slots, units, kind and transform.
+
+    Open-X vectors mix kinds in one array (Bridge: xyz delta, roll/pitch/yaw delta, gripper in one float[7]);
+    parts let each run convert on its own (the rpy run through rpy_to_rotvec, say)."""
+
+    dims: list[Annotated[int, Field(strict=True, ge=0, le=MAX_DIMS)]] = Field(
+        min_length=2, max_length=2, description="[start, stop): half-open range of the field's flattened values")
+    slots: list[Name] = Field(min_length=1, max_length=MAX_ITEMS, description="unified slots this part fills, in output order")
+    units: Units
+    kind: FieldKind | None = Field(default=None, description="default: the field's kind")
+    range: Range | None = None
+    transform: Transform = Identity()
+    description: Text | None = None
+
+    @property
+    def start(self) -> int:
+        return self.dims[0]
+
+    @property
+    def stop(self) -> int:
+        return self.dims[1]
+
+    @property
+    def size(self) -> int:
+        return max(0, self.stop - self.start)
+
+
 class ActionField(_Strict):
+    """A native action field, mapped as a whole (units, slots, transform, range) or split into `parts`.
+
+    Which keys a field has is checked in card.py (one precise line instead of pydantic's union errors)."""
+
     path: Name = Field(min_length=1, description="native field, '/' between nested keys: 'action/world_vector'")
     dtype: Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
     shape: list[Annotated[int, Field(gt=0, le=MAX_DIMS)]] = Field(max_length=2)
-    kind: Literal["continuous", "binary", "categorical"]
-    units: Units
+    kind: FieldKind
+    units: Units | None = None
     range: Range | None = None
-    slots: list[Name] = Field(min_length=1, max_length=MAX_ITEMS, description="unified slots this field fills, in output order")
-    transform: Transform = Identity()
+    slots: list[Name] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS,
+                                     description="unified slots this field fills, in output order")
+    transform: Transform | None = None  # identity when not given
+    parts: list[ActionPart] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
     description: Text | None = None
 
     @field_validator("shape")
@@ -179,6 +217,19 @@ class ActionField(_Strict):
         if math.prod(v) > MAX_DIMS:
             raise ValueError(f"at most {MAX_DIMS} values in one action field")
         return v
+
+    @property
+    def size(self) -> int:
+        """Values in the field: prod(shape), one for a scalar."""
+        return math.prod(self.shape) if self.shape else 1
+
+    def as_parts(self) -> tuple[ActionPart, ...]:
+        """The field as parts, each with its kind and transform filled in; a field mapped as a whole is one part
+        over all its values. Only for a field that card.check_semantics accepted."""
+        if self.parts is None:
+            return (ActionPart(dims=[0, self.size], slots=self.slots, units=self.units, kind=self.kind, range=self.range,
+                               transform=self.transform or Identity()),)
+        return tuple(p if p.kind is not None else p.model_copy(update={"kind": self.kind}) for p in self.parts)
 
 
 class ObservationField(_Strict):
@@ -196,16 +247,25 @@ class Instruction(_Strict):
     text: Text | None = None
 
 
-class FastParams(_Strict):
-    scale: Literal["auto"] | Annotated[float, Field(gt=0, le=10000)] = "auto"
-    target_rmse: float = Field(default=0.01, gt=0, le=1, description="normalized RMSE that scale='auto' aims at")
-    vocab_size: int = Field(default=1024, ge=300, le=16384)
+class TokenizerParams(BaseModel):
+    """`kind`, `chunk_length`, and at most one more key: the parameters of the kind, under its name
+    (`fast: {vocab_size: 2048}`). The kinds are classes of the tokenization layer (tokenization/kinds/), which
+    check the name and those parameters; here only their size is bounded."""
 
-
-class TokenizerParams(_Strict):
-    kind: Literal["bin", "fast", "discrete"]
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    kind: str = Field(pattern=SLUG, max_length=64, description="a registered tokenizer kind: bin, fast, discrete, ...")
     chunk_length: int = Field(gt=0, le=1000, description="actions per chunk (one chunk: one frame interval or ~1 s)")
-    fast: FastParams = FastParams()
+
+    @model_validator(mode="after")
+    def _small_sections(self) -> TokenizerParams:
+        if len(self.model_extra or {}) > 16 or _size(self.model_extra) > 1000:
+            raise ValueError("more than 1000 values besides kind and chunk_length; a kind has a few parameters")
+        return self
+
+    @property
+    def sections(self) -> dict[str, object]:
+        """Every key besides kind and chunk_length, as written: the kind's parameters, or a mistake."""
+        return dict(self.model_extra or {})
 
 
 class CardHeader(_Strict):

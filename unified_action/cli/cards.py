@@ -8,6 +8,7 @@ import typer
 
 from unified_action.cards import load_card
 from unified_action.errors import CardError
+from unified_action.tokenization.kinds import require_valid_card
 
 app = typer.Typer(help="Check data cards (data_cards/<name>.md).", no_args_is_help=True)
 
@@ -19,7 +20,7 @@ def validate(paths: list[Path] = typer.Argument(..., help="Card files or directo
     problems: list[str] = []
     for f in files:
         try:
-            card = load_card(f)
+            card = require_valid_card(load_card(f))  # the tokenizer section is checked by its kind
             typer.echo(f"ok    {f}  ({card.embodiment}, {card.mapping.dim} slots, {card.header.tokenizer.kind})")
         except CardError as e:
             problems += e.problems

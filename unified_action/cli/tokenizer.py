@@ -14,6 +14,7 @@ from unified_action.errors import DataError
 from unified_action.tokenization import Registry
 from unified_action.tokenization.episodes import load_episodes
 from unified_action.tokenization.fitting import chunks_of, roundtrip_report
+from unified_action.tokenization.kinds import require_valid_card
 from unified_action.tokenization.normalization import Stats
 from unified_action.tokenization.registry import REGISTRY_ENV
 
@@ -35,7 +36,7 @@ def register(
     seed: int = typer.Option(0, help="Seed for the sampling of training chunks."),
 ) -> None:
     """Fit normalization stats and the tokenizer from a card and episodes; write <registry>/<name>/ atomically."""
-    c = load_card(card)
+    c = require_valid_card(load_card(card))  # before any episode is read
     stats = fitted = None
     from unified_action.data.dataset import is_shard_dataset  # needs no optional dependency
 
@@ -130,7 +131,8 @@ def _print_summary(tok, report: dict | None = None) -> None:
     s, report = tok.spec, report or tok.spec.heldout
     console.print(f"[bold]{s.name}[/bold]  embodiment {s.embodiment} (token {s.embodiment_token}), kind {s.kind}, "
                   f"chunk {s.chunk_length} steps, {len(s.slots)} slots, padded length {s.max_tokens}"
-                  + (f", DCT scale {s.fast_scale:g}, BPE ids {s.bpe_start}..{s.bpe_start + s.bpe_size - 1}" if s.kind == "fast" else ""))
+                  + (f", DCT scale {s.fast_scale:g}" if s.fast_scale is not None else "")
+                  + (f", BPE ids {s.bpe_start}..{s.bpe_start + s.bpe_size - 1}" if s.bpe_start is not None else ""))
     console.print(f"content hash {tok.content_hash}")
     table = Table(title=f"slots (round trip on {report.get('measured_on', '?')}, {report.get('chunks', 0)} chunks)")
     for col in ("slot", "kind", "units", "q01", "q99", "RMSE (slot units)"):

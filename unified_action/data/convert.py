@@ -33,7 +33,6 @@ import numpy as np
 from tqdm import tqdm
 
 from unified_action.cards import DataCard, load_card, parse_card
-from unified_action.cards.mapping import field_size
 from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
 from unified_action.data.episode import Episode
 from unified_action.data.shards import (
@@ -316,11 +315,8 @@ def dataset_section(card: DataCard, infos: list[dict], stats: dict, plan: dict) 
              "| native dim | slot(s) | transform | mean | std | min | max | q01 | q99 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     nat = stats["native"]
     labels = native_labels(card)
-    fmap = {}
-    for f in card.header.action:
-        for i in range(field_size(f)):
-            fmap[len(fmap)] = (", ".join(f.slots) if f.transform.type in ("table", "rpy_to_rotvec") else f.slots[i], f.transform.type)
+    targets = card.mapping.native_targets()  # per native dim, also for fields split into parts
     for d, label in enumerate(labels):
-        slots, tf = fmap[d]
+        slots, tf = targets[d]
         lines.append(f"| `{label}` | {slots} | {tf} | " + " | ".join(f"{nat[k][d]:.4g}" for k in ("mean", "std", "min", "max", "q01", "q99")) + " |")
     return "\n".join(lines) + "\n"

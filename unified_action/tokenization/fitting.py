@@ -1,4 +1,4 @@
-"""Fit an embodiment's tokenizer from its card and episodes: statistics, FAST scale, BPE, held-out report."""
+"""Fit an embodiment's tokenizer from its card and episodes: statistics, what its kind learns, held-out report."""
 
 from __future__ import annotations
 
@@ -11,25 +11,18 @@ import numpy as np
 from unified_action import __version__
 from unified_action.cards import DataCard
 from unified_action.errors import DataError
-from unified_action.tokenization import codecs
 from unified_action.tokenization.episodes import chunk_episode, window_starts
-from unified_action.tokenization.normalization import Normalizer, Stats
+from unified_action.tokenization.kinds import get_kind, longest_sequence, require_valid_card
+from unified_action.tokenization.kinds.fast import FEW_CHUNKS, LENGTH_MARGIN, LENGTH_SLACK, SCALE_LADDER, choose_scale
+from unified_action.tokenization.normalization import Stats
 from unified_action.tokenization.tokenizer import ActionTokenizer, TokenizerSpec
 from unified_action.tokenization.vocabulary import VOCAB_VERSION
 
-# Candidate DCT scales for scale='auto', smallest first: the first that meets target_rmse wins, since a
-# smaller scale means smaller integers and so fewer BPE tokens.
-SCALE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000)
+# Kept importable from here, where they used to live: the fast kind owns them now.
+__all__ = ["FEW_CHUNKS", "LENGTH_MARGIN", "LENGTH_SLACK", "MAX_TRAIN_CHUNKS", "SCALE_LADDER", "choose_scale", "chunks_of",
+           "fit_tokenizer", "longest_sequence", "reconstruction_errors", "roundtrip_report", "split_episodes"]
+
 MAX_TRAIN_CHUNKS = 20_000  # BPE training cost grows with this; 20k chunks train in seconds
-SCALE_PROBE_CHUNKS = 2_000
-# Padded length of fast sequences: the longest training sequence times this, plus slack. Small data (few-shot)
-# leaves the BPE unfamiliar with some held-out chunks, which then take more pieces; an item that still does not
-# fit is flagged `overflow`, never truncated.
-LENGTH_MARGIN, LENGTH_SLACK = 1.5, 8
-# Below this many training chunks (a few-shot registration: 5 episodes of a 1-s chunk give ~10) the BPE has seen
-# too little to predict held-out lengths: every such chunk overflowed in practice. The padded length is then at
-# least the chunk's binned length (4 + T x D), which no sane FAST sequence exceeds; it costs only action-encoder work.
-FEW_CHUNKS = 1_000
 
 Log = Callable[[str], None]
 
@@ -54,28 +47,15 @@ def chunks_of(episodes: list[np.ndarray], length: int, stride: int, limit: int |
     return np.concatenate([chunk_episode(e, length, stride, s) for e, s in zip(episodes, starts) if s])
 
 
-def longest_sequence(tok: ActionTokenizer, chunks: np.ndarray, batch: int = 1024) -> int:
-    """The most tokens any chunk takes, encoded batch by batch (the worst-case length is large)."""
-    return max(int(tok.encode(chunks[i: i + batch]).mask.sum(1).max()) for i in range(0, len(chunks), batch))
-
-
-def choose_scale(z: np.ndarray, target_rmse: float) -> float:
-    """The smallest ladder scale whose DCT rounding error on z [N, T, Dc] is at most target_rmse."""
-    for scale in SCALE_LADDER:
-        q, _ = codecs.dct_quantize(z, scale)
-        err = codecs.dct_dequantize(q, scale, z.shape[1], z.shape[2]) - z
-        if np.sqrt(np.mean(err**2)) <= target_rmse:
-            return float(scale)
-    return float(SCALE_LADDER[-1])
-
-
 def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_token: int, bpe_start: int,
                   heldout_fraction: float = 0.1, seed: int = 0, log: Log = lambda _: None,
                   stats: Stats | None = None) -> tuple[ActionTokenizer, bytes | None]:
-    """episodes: native actions [T, native_dim] each. -> (tokenizer, BPE model bytes or None).
+    """episodes: native actions [T, native_dim] each. -> (tokenizer, its kind's learned model bytes or None).
 
+    The card's tokenizer section must fit its kind (CardError otherwise); the kind fits what it learns.
     `stats`: normalization statistics computed elsewhere over the whole dataset (a shard dataset's stats.json,
     written during conversion); by default they are computed from the training episodes."""
+    require_valid_card(card)
     if not episodes:
         raise DataError(f"{card.name}: no episodes to fit on")
     params, mapping = card.header.tokenizer, card.mapping
@@ -103,43 +83,16 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         num_classes=num_classes, max_tokens=0, action_space_version=card.header.action_space_version,
         vocab_version=VOCAB_VERSION, card_sha256=card.content_hash,
     )
-    bpe_model = None
-    if params.kind == "fast":
-        cont = np.asarray(num_classes) == 0
-        z, _ = Normalizer(stats, cont).normalize(chunks)
-        z = z[..., cont]
-        scale = params.fast.scale
-        if scale == "auto":
-            probe = z if len(z) <= SCALE_PROBE_CHUNKS else z[rng.choice(len(z), SCALE_PROBE_CHUNKS, replace=False)]
-            scale = choose_scale(probe, params.fast.target_rmse)
-            log(f"DCT scale {scale:g} meets normalized RMSE <= {params.fast.target_rmse:g}")
-        q, _ = codecs.dct_quantize(z, scale)
-        bpe_model = codecs.train_bpe(codecs.coefficients_to_strings(q), params.fast.vocab_size)
-        size = codecs.Bpe(bpe_model, bpe_start).size
-        log(f"BPE of {size} pieces trained on {len(z)} chunks")
-        spec = replace(spec, fast_scale=float(scale), bpe_start=bpe_start, bpe_size=size)
-    bound = _length_bound(spec, num_classes)
-    tok = ActionTokenizer(replace(spec, max_tokens=bound), stats, bpe_model, card)
-    if params.kind == "fast":  # bin and discrete sequences have one fixed length: tok.min_length
-        seen = longest_sequence(tok, chunks)
-        length = max(tok.min_length, math.ceil(seen * LENGTH_MARGIN) + LENGTH_SLACK)
-        if len(chunks) < FEW_CHUNKS:
-            length = max(length, 4 + T * len(num_classes))
-        tok = ActionTokenizer(replace(tok.spec, max_tokens=min(bound, length)), stats, bpe_model, card)
-    else:
-        tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.min_length), stats, bpe_model, card)
+    kind = get_kind(params.kind)
+    spec, model = kind.fit(spec, kind.params(params.sections), chunks, stats, bpe_start=bpe_start, rng=rng, log=log)
+    tok = ActionTokenizer(replace(spec, max_tokens=kind.length_bound(spec)), stats, model, card)
+    tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.kind.padded_length(chunks)), stats, model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
     report["measured_on"] = "held-out episodes" if heldout else "training episodes (only one episode was given)"
     report["created_with"] = f"unified-action {__version__}"
     log(f"held-out round trip: {report['tokens_mean']:.1f} tokens/chunk, normalized RMSE {report['rmse_normalized']:.4f}")
-    tok = ActionTokenizer(replace(tok.spec, heldout=report), stats, bpe_model, card)
-    return tok, bpe_model
-
-
-def _length_bound(spec: TokenizerSpec, num_classes) -> int:
-    """A length no sequence can exceed: byte fallback spends at most 3 pieces per coefficient."""
-    n_cont = sum(1 for n in num_classes if n == 0)
-    return 4 + spec.chunk_length * (3 * n_cont + (len(num_classes) - n_cont))
+    tok = ActionTokenizer(replace(tok.spec, heldout=report), stats, model, card)
+    return tok, model
 
 
 def reconstruction_errors(tok: ActionTokenizer, chunks: np.ndarray, decoded: np.ndarray, valid: np.ndarray) -> dict:

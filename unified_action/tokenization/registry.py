@@ -2,7 +2,7 @@
 
     tokenizers/<name>/spec.json      ids, slots, kind, scale, lengths, held-out report (TokenizerSpec)
                       stats.json     per-dimension statistics (normalization)
-                      bpe.model      sentencepiece model (kind 'fast' only)
+                      bpe.model      the kind's learned model: a sentencepiece BPE (kind 'fast' only)
                       card.md        the data card it was fitted from, byte for byte
                       manifest.json  sha256 of each file and the tokenizer's content hash
 
@@ -27,8 +27,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from unified_action.cards import DataCard, parse_card
-from unified_action.errors import RegistryError, did_you_mean
+from unified_action.errors import RegistryError, TokenizerError, did_you_mean
 from unified_action.tokenization.fitting import Log, fit_tokenizer
+from unified_action.tokenization.kinds import get_kind, require_valid_card
 from unified_action.tokenization.normalization import Stats
 from unified_action.tokenization.tokenizer import ActionTokenizer, TokenizerSpec
 from unified_action.tokenization.vocabulary import BpeBlock, Vocabulary
@@ -88,7 +89,7 @@ class Registry:
         missing = [f for f in FILES[:3] if f not in files]
         if unknown or missing:
             raise RegistryError(f"{path}: files: " + (f"unknown file '{unknown[0]}'" if unknown else f"'{missing[0]}' is not listed")
-                                + f"; a tokenizer has {', '.join(FILES[:3])} (and bpe.model for kind 'fast')")
+                                + f"; a tokenizer has {', '.join(FILES[:3])} (and bpe.model for a kind with a learned model, e.g. 'fast')")
         if not isinstance(manifest.get("content_hash"), str):
             raise RegistryError(f"{path}: content_hash: expected a sha256 string")
         return manifest
@@ -119,6 +120,10 @@ class Registry:
             raise RegistryError(f"{self.root / name / 'spec.json'}: not a tokenizer spec ({type(e).__name__}: {str(e)[:120]})") from None
         if spec.name != name:
             raise RegistryError(f"{self.root / name / 'spec.json'}: name: '{spec.name}', expected '{name}' (its directory)")
+        try:
+            get_kind(spec.kind)
+        except TokenizerError as e:
+            raise RegistryError(f"{self.root / name / 'spec.json'}: kind: {e}") from None
         return spec
 
     def spec(self, name: str) -> TokenizerSpec:
@@ -129,20 +134,19 @@ class Registry:
         spec = self._spec_of(name, files)
         where = str(self.root / name / "card.md")
         try:
-            card = parse_card(files["card.md"].decode(), where)
+            card = require_valid_card(parse_card(files["card.md"].decode(), where))
         except UnicodeDecodeError:
             raise RegistryError(f"{where}: not UTF-8 text") from None
         try:
             stats = Stats.from_json(json.loads(files["stats.json"]))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise RegistryError(f"{self.root / name / 'stats.json'}: {type(e).__name__}: {str(e)[:120]}") from None
-        if spec.kind == "fast":
-            from unified_action.tokenization.codecs import Bpe
-
+        kind = get_kind(spec.kind)
+        if kind.has_model:
             try:
-                Bpe(files.get("bpe.model"), spec.bpe_start)
+                kind.check_model(files.get("bpe.model"), spec)
             except Exception as e:  # sentencepiece raises RuntimeError, OSError or its own types on garbage
-                raise RegistryError(f"{self.root / name / 'bpe.model'}: not a sentencepiece model ({type(e).__name__})") from None
+                raise RegistryError(f"{self.root / name / 'bpe.model'}: not a {kind.model_name} ({type(e).__name__})") from None
         try:
             tok = ActionTokenizer(spec, stats, files.get("bpe.model"), card)
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -213,7 +217,7 @@ class Registry:
         start = old.bpe_start if old is not None and old.bpe_start is not None else vocab.next_bpe_start()
         tok, bpe_model = fit_tokenizer(card, episodes, embodiment_token=token, bpe_start=start,
                                        heldout_fraction=heldout_fraction, seed=seed, log=log, stats=stats)
-        if tok.spec.kind == "fast":
+        if tok.kind.has_model:  # a kind with a learned model owns a block of BPE ids
             tok = self._place_bpe(tok, bpe_model, old, others)
         self._write_atomically(name, tok, bpe_model, card, fitted_from)
         log(f"registered '{name}' in {self.root} (embodiment token {token})")
