@@ -41,7 +41,7 @@ class CoarseKind(TokenizerKind):
 
     def __init__(self, tok, model):
         super().__init__(tok, model)
-        self.levels = self.params(tok.card.header.tokenizer.sections).levels if tok.card else CoarseParams().levels
+        self.levels = self.read_params(tok.card.header.tokenizer.sections).levels if tok.card else CoarseParams().levels
 
     def _centres(self, z: np.ndarray) -> np.ndarray:
         level = np.clip(np.floor((z + 1.0) / 2.0 * self.levels), 0, self.levels - 1)

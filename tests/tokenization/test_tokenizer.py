@@ -86,7 +86,7 @@ def test_fast_on_held_out_simulator_data_meets_its_target(registry, sim_episodes
     tok = registry.load("gym_aloha_insertion")
     report = tok.spec.heldout
     assert report["measured_on"] == "held-out episodes" and report["invalid"] == 0
-    assert report["rmse_normalized"] <= tok.kind.params(tok.card.header.tokenizer.sections).target_rmse * 1.5
+    assert report["rmse_normalized"] <= tok.kind.read_params(tok.card.header.tokenizer.sections).target_rmse * 1.5
     chunks = unified_chunks(tok, sim_episodes["gym_aloha_insertion"][-3:])
     enc = tok.encode(chunks)
     assert enc.mask.sum(1).mean() * 5 <= tok.horizon * tok.dim

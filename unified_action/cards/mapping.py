@@ -11,13 +11,14 @@ All conversions are vectorised over any leading batch/time dimensions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from unified_action import action_space
 from unified_action.action_space import Slot, SlotKind
-from unified_action.cards.schema import ActionField
+from unified_action.cards.schema import ActionField, ObservationField
 
 
 def per_dim(value, n: int) -> np.ndarray:
@@ -26,8 +27,9 @@ def per_dim(value, n: int) -> np.ndarray:
     return np.broadcast_to(arr, (n,)).copy() if arr.ndim == 0 else arr
 
 
-def field_size(field: ActionField) -> int:
-    return field.size
+def field_size(field: ActionField | ObservationField) -> int:
+    """Values in one step of a field: prod(shape), one for a scalar (proprio fields too)."""
+    return prod(field.shape) if field.shape else 1
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from rich.table import Table
 from unified_action.cards import load_card
 from unified_action.console import make_console
 from unified_action.errors import DataError
+from unified_action.tokenization.kinds import require_valid_card
 
 app = typer.Typer(help="Datasets: simulators, RLDS and LeRobot into webdataset shards.", no_args_is_help=True)
 console = make_console()
@@ -48,7 +49,7 @@ def record(
     """Roll out the card's simulator headless under a seeded behaviour policy and write shards (and RLDS)."""
     from unified_action.data.convert import SourceSpec, write_dataset
 
-    c = load_card(card)
+    c = require_valid_card(load_card(card))  # the whole card, tokenizer section included, before any work
     if c.header.source.type != "gymnasium":
         raise DataError(f"{card}: source.type: '{c.header.source.type}', `uact data record` needs a gymnasium card; "
                         f"use `uact data convert` for datasets")
@@ -80,7 +81,7 @@ def convert(
     """Convert an RLDS build (tensorflow-datasets) or a LeRobot v3 directory into shards, with statistics."""
     from unified_action.data.convert import SourceSpec, source_kind, write_dataset
 
-    c = load_card(card)
+    c = require_valid_card(load_card(card))  # the whole card, tokenizer section included, before any work
     kind = source_kind(c)
     if kind not in ("rlds", "lerobot"):
         raise DataError(f"{card}: source.type: '{c.header.source.type}', `uact data convert` reads rlds or lerobot; "

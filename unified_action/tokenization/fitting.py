@@ -84,7 +84,7 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         vocab_version=VOCAB_VERSION, card_sha256=card.content_hash,
     )
     kind = get_kind(params.kind)
-    spec, model = kind.fit(spec, kind.params(params.sections), chunks, stats, bpe_start=bpe_start, rng=rng, log=log)
+    spec, model = kind.fit(spec, kind.read_params(params.sections), chunks, stats, bpe_start=bpe_start, rng=rng, log=log)
     tok = ActionTokenizer(replace(spec, max_tokens=kind.length_bound(spec)), stats, model, card)
     tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.kind.padded_length(chunks)), stats, model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))

@@ -14,13 +14,14 @@ categorical slots are shared and stay in tokenizer.py; a kind lays out the paylo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from unified_action.action_space import SlotKind
+from unified_action.action_space import Slot
 from unified_action.errors import TokenizerError, did_you_mean
 from unified_action.tokenization.batches import TokenBatch
 from unified_action.tokenization.vocabulary import BOS, PAD
@@ -39,7 +40,7 @@ class KindParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class TokenizerKind:
+class TokenizerKind(ABC):
     """One kind of tokenizer. Class attributes and classmethods describe the kind; an instance serves one
     ActionTokenizer (`tok`), with its learned model (`model`: e.g. the BPE bytes) if the kind has one."""
 
@@ -56,12 +57,12 @@ class TokenizerKind:
 
     # ------------------------------------------------------------------ what a card may ask
     @classmethod
-    def check_slots(cls, slot_kinds: Sequence[SlotKind]) -> str | None:
-        """Why this kind cannot carry an embodiment with these slot kinds, or None."""
+    def check_slots(cls, slots: Sequence[Slot]) -> str | None:
+        """Why this kind cannot carry an embodiment with these slots (in id order), or None."""
         return None
 
     @classmethod
-    def params(cls, sections: dict[str, object]) -> KindParams | None:
+    def read_params(cls, sections: dict[str, object]) -> KindParams | None:
         """The card's parameters for this kind (its defaults when the card gives none); checked by check_card."""
         if cls.Params is None:
             return None
@@ -86,23 +87,24 @@ class TokenizerKind:
     @classmethod
     def check_model(cls, model: bytes | None, spec: TokenizerSpec) -> None:
         """Raise (any exception) if the stored model is unusable; the registry calls this when loading."""
+        return None  # kinds without a model have nothing to check
 
     # ------------------------------------------------------------------ one tokenizer
     @property
+    @abstractmethod
     def min_length(self) -> int:
         """The shortest padded length `encode` accepts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, z: np.ndarray, states: np.ndarray, length: int) -> TokenBatch:
         """z [B, T, D] normalized values (continuous slots in [-1, 1]), states [B, T, Dd] state tokens of the
         binary/categorical slots -> a TokenBatch of `length` columns with its framing; `clipped` counts what the
         kind itself clipped (the caller adds normalization's)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, t: np.ndarray, values: np.ndarray, fail: Fail) -> None:
         """t [B, L] tokens whose <bos> and embodiment token are checked -> fills values [B, T, D] (normalized),
         calling `fail` for malformed items."""
-        raise NotImplementedError
 
 
 _KINDS: dict[str, type[TokenizerKind]] = {}
