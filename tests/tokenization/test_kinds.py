@@ -160,3 +160,14 @@ def test_registration_is_checked(coarse):
     with pytest.raises(TypeError, match="not a TokenizerKind subclass"):
         register_kind("thing")(dict)
     assert "thing" not in kind_names()
+
+
+def test_a_registry_with_a_tokenizer_of_an_unregistered_kind_still_lists(coarse, tmp_path):
+    """Listing and the vocabulary read spec.json alone; only loading needs the kind's class."""
+    reg = Registry(tmp_path / "reg")
+    reg.register(load_card(card_with(tmp_path, kind="coarse")), toy_episodes())
+    unregister_kind("coarse")
+    assert reg.names() == ["toy_arm"] and reg.spec("toy_arm").kind == "coarse"
+    assert reg.vocabulary().embodiments == {"toy_arm": 16}
+    with pytest.raises(RegistryError, match=r"spec\.json: kind: unknown tokenizer kind 'coarse'"):
+        reg.load("toy_arm")

@@ -120,10 +120,6 @@ class Registry:
             raise RegistryError(f"{self.root / name / 'spec.json'}: not a tokenizer spec ({type(e).__name__}: {str(e)[:120]})") from None
         if spec.name != name:
             raise RegistryError(f"{self.root / name / 'spec.json'}: name: '{spec.name}', expected '{name}' (its directory)")
-        try:
-            get_kind(spec.kind)
-        except TokenizerError as e:
-            raise RegistryError(f"{self.root / name / 'spec.json'}: kind: {e}") from None
         return spec
 
     def spec(self, name: str) -> TokenizerSpec:
@@ -132,6 +128,10 @@ class Registry:
     def load(self, name: str) -> ActionTokenizer:
         files, digest = self._read_verified(name)
         spec = self._spec_of(name, files)
+        try:  # only loading needs the kind's class: listing and the vocabulary read the spec alone
+            kind = get_kind(spec.kind)
+        except TokenizerError as e:
+            raise RegistryError(f"{self.root / name / 'spec.json'}: kind: {e}") from None
         where = str(self.root / name / "card.md")
         try:
             card = require_valid_card(parse_card(files["card.md"].decode(), where))
@@ -141,7 +141,6 @@ class Registry:
             stats = Stats.from_json(json.loads(files["stats.json"]))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise RegistryError(f"{self.root / name / 'stats.json'}: {type(e).__name__}: {str(e)[:120]}") from None
-        kind = get_kind(spec.kind)
         if kind.has_model:
             try:
                 kind.check_model(files.get("bpe.model"), spec)
@@ -217,7 +216,7 @@ class Registry:
         start = old.bpe_start if old is not None and old.bpe_start is not None else vocab.next_bpe_start()
         tok, bpe_model = fit_tokenizer(card, episodes, embodiment_token=token, bpe_start=start,
                                        heldout_fraction=heldout_fraction, seed=seed, log=log, stats=stats)
-        if tok.kind.has_model:  # a kind with a learned model owns a block of BPE ids
+        if tok.spec.bpe_start is not None:  # the kind's model took a block of BPE ids (fast)
             tok = self._place_bpe(tok, bpe_model, old, others)
         self._write_atomically(name, tok, bpe_model, card, fitted_from)
         log(f"registered '{name}' in {self.root} (embodiment token {token})")

@@ -46,7 +46,8 @@ class TokenizerKind(ABC):
 
     name: ClassVar[str]  # set by @register_kind
     Params: ClassVar[type[KindParams] | None] = None  # the card's `tokenizer.<name>:` section
-    # The learned model the registry stores in bpe.model: kinds that have one allocate a BPE id block.
+    # Whether the kind learns a model, which the registry stores as bpe.model; a model whose pieces are token ids
+    # sets spec.bpe_start and bpe_size in `fit`, and the registry keeps that block of ids for it (fast).
     has_model: ClassVar[bool] = False
     model_name: ClassVar[str] = "model"  # what the stored model is, for error messages
     framing: ClassVar[int] = 3  # tokens besides the payload: <bos> <embodiment> <eos> (fast adds <sep>)
