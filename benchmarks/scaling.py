@@ -149,6 +149,7 @@ def _per_frame(ds_dir: Path) -> dict:
 
 def measure_bytes_per_frame(episodes: int, steps: int, work: Path, log=print) -> dict:
     """Record each source once at its native size, convert it to every resolution and format; bytes per frame."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # Meta-World renders headless; the recording workers inherit it
     from unified_action.data.convert import SourceSpec, WriteSettings, write_dataset
     from unified_action.data.shards import LAYOUT_VERSION
 
@@ -305,8 +306,11 @@ def _tb(x: float) -> str:
 
 
 def markdown(result: dict) -> str:
-    b, p = result["bytes"], result["plans"]
-    lines = [f"Measured bytes per stored frame ({b.get('measured_on')}, layout v{b.get('layout_version')}):", "",
+    b, p, c = result["bytes"], result["plans"], result["coverage"]
+    lines = [f"Coverage of `benchmarks/openx_datasets.csv`: {c['rows']} datasets listed; published episode counts "
+             f"for {c['with_episodes']}, step counts for {c['with_steps']}, control rates for {c['with_hz']} "
+             "(the rest are marked missing below).", "",
+             f"Measured bytes per stored frame ({b.get('measured_on')}, layout v{b.get('layout_version')}):", "",
              "| resolution | bytes/frame | of which frame payload |", "|---|---|---|"]
     src = result["bytes"].get("sources", {}).get("metaworld_256", {}).get("resolutions", {})
     for r in RESOLUTIONS:
