@@ -138,13 +138,15 @@ def _frame_members(ds_dir: Path) -> tuple[int, int]:
 
 
 def _per_frame(ds_dir: Path) -> dict:
-    m = json.loads((ds_dir / "manifest.json").read_text())
-    frames, payload = _frame_members(ds_dir)
-    if frames == 0:
-        fail(f"{ds_dir}: no frame images in its shards (this layout stores frames another way: pass "
-             f"--bytes-per-frame-json)")
-    return {"bytes_per_frame": m["bytes"] / frames, "frame_payload_bytes": payload / frames, "frames": frames,
-            "shard_bytes": m["bytes"], "layout": m.get("layout")}
+    """Shard bytes per stored frame: every step of every camera is one frame, whatever the layout packs them in."""
+    from unified_action.data.dataset import open_dataset
+
+    ds = open_dataset(ds_dir)
+    frames = ds.manifest["steps"] * len(ds.card.header.cameras)
+    members, payload = _frame_members(ds_dir)  # one image member per frame in layout v1; none if frames are packed
+    return {"bytes_per_frame": ds.manifest["bytes"] / frames,
+            "frame_payload_bytes": payload / frames if members == frames else None, "frames": frames,
+            "shard_bytes": ds.manifest["bytes"], "layout": ds.manifest.get("layout")}
 
 
 def measure_bytes_per_frame(episodes: int, steps: int, work: Path, log=print) -> dict:
