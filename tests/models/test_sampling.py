@@ -58,16 +58,48 @@ def test_cached_rollout_equals_full_recomputation(horizon, steps):
             torch.manual_seed(7)
             full = sample_frames(model, to_pixels(context), cond, guide and null, horizon, steps, guide or 1.0, cache=False)
             assert cached.shape == (2, horizon, 3, *cfg.image_size)
-            # frames are rounded to the 8-bit grid each step: float-tolerance differences may flip a rounding
+            # frames are rounded to the 8-bit grid each step: float-tolerance differences (which depend on the CPU's
+            # kernels) may flip a rounding, and a flipped pixel is the next frame's input, so with guidance 2 a few
+            # percent of pixels differ by a level or two after 9 frames; the exact check is the teacher-forced test below
             diff = (cached - full).abs()
-            assert diff.max() <= 1 / 127.5 + 1e-6 and (diff > 1e-6).float().mean() < 1e-3, diff.max()
+            assert diff[:, 0].max() <= 1 / 127.5 + 1e-6, diff[:, 0].max()
+            assert diff.mean() < 0.1 / 127.5 and diff.max() <= 8 / 127.5, (diff.mean() * 127.5, diff.max() * 127.5)
             assert (cached[:, 1:] - cached[:, :-1]).abs().mean() > 0.01  # frames change: a real rollout
 
     torch.manual_seed(7)
     a = rollout(model, context, actions, 16, 10.0, horizon, steps=steps, cache=True)
     torch.manual_seed(7)
     b = rollout(model, context, actions, 16, 10.0, horizon, steps=steps, cache=False)
-    assert (a.int() - b.int()).abs().max() <= 1  # uint8 rounding of float-tolerance differences
+    d = (a.int() - b.int()).abs()  # uint8 rounding of float-tolerance differences, carried into later frames
+    assert d[:, 0].max() <= 1 and d.float().mean() < 0.1 and d.max() <= 8
+
+
+def test_cache_matches_recomputation_on_the_same_history():
+    """Teacher-forced: both paths commit the same frames, so no rounding compounds; every prediction, also past the
+    window (max_frames=4, 9 frames), must agree to float tolerance."""
+    from unified_action.models.sampling import _Stream
+
+    model = awake_tiny(max_frames=4)
+    cfg = model.cfg
+    context, actions = inputs(cfg, 11)
+    batch = {**actions, "embodiment": torch.tensor([16, 17]), "control_hz": torch.tensor([10.0, 50.0]),
+             "frame_stride": torch.tensor([2, 5])}
+    frames = to_pixels(torch.randint(0, 256, (2, 11, *cfg.image_size, 3), generator=torch.Generator().manual_seed(3),
+                                     dtype=torch.uint8))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        cond = model.conditioning(batch)
+        cached, full = _Stream(model, cond, cache=True), _Stream(model, cond, cache=False)
+        worst = 0.0
+        for f in range(1, 11):
+            prev, delta = frames[:, f - 1:f], frames[:, f:f + 1] - frames[:, f - 1:f]
+            x = torch.randn(delta.shape, generator=g)
+            for t in (1.0, 0.5):
+                a, b = cached.predict(prev, x, t, f), full.predict(prev, x, t, f)
+                worst = max(worst, (a - b).abs().max().item())
+            cached.commit(prev, delta, f)
+            full.commit(prev, delta, f)
+    assert worst < 1e-4, worst
 
 
 def test_rollout_longer_than_the_window():
