@@ -21,14 +21,21 @@ import contextlib
 import logging
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from unified_action.errors import DataError
 
 MAX_RETRIES = 3  # a part is tried at most 1 + MAX_RETRIES times when its worker dies
-CONNECT_TIMEOUT_S = 5.0  # how long --address may take to answer before the conversion is refused
+CONNECT_TIMEOUT_S = 5.0  # how long --address may take to accept a connection
+JOIN_TIMEOUT_S = 30.0  # how long joining the cluster there may take (a busy head answers in seconds)
 _INSTALL = "pip install 'unified-action[scale]'"
+# Joining is tried in a child process first: ray.init() on a port that accepts connections but is no Ray head
+# retries for ever (Ray 2.60), and a call stuck in Ray's C++ client cannot be interrupted in this process.
+_JOIN_PROBE = ("import logging, sys, ray; ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False); "
+               "ray.shutdown()")
 
 
 def _ray():
@@ -39,23 +46,32 @@ def _ray():
     return ray
 
 
-def check_address(address: str) -> tuple[str, int]:
-    """HOST:PORT of a Ray head that answers within CONNECT_TIMEOUT_S, else a one-line DataError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DataError(f"--address: '{address}', expected HOST:PORT of a Ray head (`ray start --head` prints it)")
+def check_address(address: str, join_timeout_s: float = JOIN_TIMEOUT_S) -> None:
+    """A Ray cluster can be joined at `address` (HOST:PORT, or 'auto') in bounded time, else a one-line DataError."""
+    if address != "auto":
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise DataError(f"--address: '{address}', expected HOST:PORT of a Ray head (`ray start --head` prints it)")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as e:
+            reason = f"no answer in {CONNECT_TIMEOUT_S:.0f} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+            raise DataError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+                            f"`ray start --head --port {port}` on that host, or check the address") from None
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as e:
-        reason = f"no answer in {CONNECT_TIMEOUT_S:.0f} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
-        raise DataError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
-                        f"`ray start --head --port {port}` on that host, or check the address") from None
-    return host, int(port)
+        probe = subprocess.run([sys.executable, "-c", _JOIN_PROBE, address], capture_output=True, text=True,
+                               timeout=join_timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"--address {address}: something answers there, but no Ray cluster could be joined within "
+                        f"{join_timeout_s:.0f} s; give the GCS port of a Ray head (`ray start --head --port PORT`)") from None
+    if probe.returncode != 0:
+        last = ([line for line in probe.stderr.splitlines() if line.strip()] or [f"exit status {probe.returncode}"])[-1]
+        raise DataError(f"--address {address}: could not join the Ray cluster: {last.strip()[:300]}")
 
 
 @contextlib.contextmanager
-def connect(address: str | None, workers: int) -> Iterator[None]:
+def connect(address: str | None, workers: int, join_timeout_s: float = JOIN_TIMEOUT_S) -> Iterator[None]:
     """Join the Ray cluster at `address` (or RAY_ADDRESS), or start Ray on this machine with `workers` CPUs.
 
     Checked before the conversion deletes or writes anything. A connection made here is closed on exit; one
@@ -65,18 +81,16 @@ def connect(address: str | None, workers: int) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    if address not in (None, "auto"):
-        check_address(address)
-    # a Ray started (not joined) by uact sends no usage statistics unless the user asked for them
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None:
+        check_address(address, join_timeout_s)
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address is None:
         kwargs |= {"num_cpus": workers, "include_dashboard": False}
     try:
         ray.init(address=address, **kwargs)
-    except Exception as e:  # a port that is not a Ray head, another Ray version: Ray's own words, one line
+    except Exception as e:  # it went away since the check, or Ray could not start here: Ray's own words, one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(f"--address {address}: could not join the Ray cluster: {first}") from None
+        raise DataError(f"--engine ray: could not {'start' if address is None else 'join'} Ray: {first}") from None
     try:
         yield
     finally:
@@ -97,7 +111,7 @@ class _Progress:
         return sum(self.done.values())
 
 
-def _run_part(write_part: Callable, lock: str, progress, spec, out, part: int, start: int, stop: int, settings) -> None:
+def _run_part(write_part: Callable, lock: str, progress, spec, out: Path, part: int, start: int, stop: int, settings) -> None:
     """The body of one Ray task: write the part under its lock, reporting progress to the actor."""
     from filelock import FileLock
 
@@ -122,7 +136,7 @@ def run_parts(write_part: Callable, spec, out: Path, parts: list[list[int]], set
     # reader opens its tfds build inside the task) never share a process, and a part's memory goes with it
     task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, max_calls=1)(_run_part)
     refs = {task.options(name=f"{card}-part-{p:04d}").remote(write_part, str(lock_dir / f"part-{p:04d}.lock"), progress,
-                                                             spec, str(out), p, a, b, settings): p
+                                                             spec, Path(out), p, a, b, settings): p
             for p, (a, b) in enumerate(parts)}
     pending = list(refs)
     try:
