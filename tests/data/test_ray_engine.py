@@ -45,6 +45,17 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def _session(sid: int) -> list[int]:
+    """The live processes of session `sid` (Ray's workers get process groups of their own, not sessions)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if d.name.isdigit() and int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
 def tree(root: Path) -> dict[str, str]:
     """Every file of a dataset with its sha256; the Ray engine's part locks (empty files) are not data."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -80,8 +91,9 @@ def ray_head():
             proc.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
-            with contextlib.suppress(ProcessLookupError):  # whatever of its process group is left
-                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in _session(proc.pid):  # whatever is left of the session it was started in (workers included)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait()
             log.close()
             shutil.rmtree(temp, ignore_errors=True)
@@ -195,15 +207,19 @@ def _lerobot_source(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_convert_lerobot_on_ray_equals_local(ray_head, tmp_path):
-    """`uact data convert --engine ray --address` (LeRobot v3 source, 2 parts) writes what --engine local writes."""
+    """`uact data convert` of a LeRobot v3 source in 2 parts writes the same bytes with --engine local, with
+    --engine ray joining the cluster (--address), and with --engine ray starting Ray itself (no --address)."""
     card, root = _lerobot_source(tmp_path)
-    for engine in ("local", "ray"):
-        cmd = [UACT, "data", "convert", str(card), "--source", str(root), "-o", str(tmp_path / engine), "-j", "2",
-               "--size", "0", "--shard-mb", "0.01", "--engine", engine] + (["--address", ray_head] if engine == "ray" else [])
-        run = subprocess.run(cmd, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    for name, engine in (("local", ["--engine", "local"]), ("cluster", ["--engine", "ray", "--address", ray_head]),
+                         ("own", ["--engine", "ray"])):
+        cmd = [UACT, "data", "convert", str(card), "--source", str(root), "-o", str(tmp_path / name), "-j", "2",
+               "--size", "0", "--shard-mb", "0.01", *engine]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stderr[-2000:]
-    assert tree(tmp_path / "ray") == tree(tmp_path / "local")
-    assert len(list((tmp_path / "ray").glob("*.tar"))) >= 4
+    assert tree(tmp_path / "cluster") == tree(tmp_path / "local") == tree(tmp_path / "own")
+    assert len(list((tmp_path / "local").glob("*.tar"))) >= 4
+    assert len(list((tmp_path / "own" / "progress").glob("*.lock"))) == 2  # it did run on Ray
 
 
 @pytest.mark.tensorflow
