@@ -73,6 +73,9 @@ def ray_head():
         # cluster, its drivers (this process and the `uact` subprocesses) and all their traffic on loopback
         mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # explicit: otherwise Ray 2.60 turns token authentication on where ~/.ray/auth_token exists (a local
+        # ray.init() writes one), and a driver joins such a cluster only with RAY_AUTH_MODE=token
+        mp.setenv("RAY_AUTH_MODE", "disabled")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": "1"}
         log = open(Path(temp) / "ray-start.log", "w+")  # noqa: SIM115  (closed in the finally below)

@@ -67,7 +67,8 @@ def check_address(address: str, join_timeout_s: float = JOIN_TIMEOUT_S) -> None:
                         f"{join_timeout_s:.0f} s; give the GCS port of a Ray head (`ray start --head --port PORT`)") from None
     if probe.returncode != 0:
         last = ([line for line in probe.stderr.splitlines() if line.strip()] or [f"exit status {probe.returncode}"])[-1]
-        raise DataError(f"--address {address}: could not join the Ray cluster: {last.strip()[:300]}")
+        hint = "" if "RAY_AUTH_MODE" in os.environ else " (a cluster with token authentication needs RAY_AUTH_MODE=token here)"
+        raise DataError(f"--address {address}: could not join the Ray cluster: {last.strip()[:300]}{hint}")
 
 
 @contextlib.contextmanager
