@@ -211,18 +211,39 @@ def _lerobot_source(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_convert_lerobot_on_ray_equals_local(ray_head, tmp_path):
     """`uact data convert` of a LeRobot v3 source in 2 parts writes the same bytes with --engine local, with
-    --engine ray joining the cluster (--address), and with --engine ray starting Ray itself (no --address)."""
+    --engine ray joining the cluster (--address), and with --engine ray starting Ray itself (no --address).
+    The paths are relative to the driver's working directory, which is not the Ray workers' (the source's path
+    is recorded in the shards, so it is handed over as given)."""
     card, root = _lerobot_source(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for name, engine in (("local", ["--engine", "local"]), ("cluster", ["--engine", "ray", "--address", ray_head]),
                          ("own", ["--engine", "ray"])):
-        cmd = [UACT, "data", "convert", str(card), "--source", str(root), "-o", str(tmp_path / name), "-j", "2",
+        cmd = [UACT, "data", "convert", card.name, "--source", root.name, "-o", name, "-j", "2",
                "--size", "0", "--shard-mb", "0.01", *engine]
-        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
     assert tree(tmp_path / "cluster") == tree(tmp_path / "local") == tree(tmp_path / "own")
     assert len(list((tmp_path / "local").glob("*.tar"))) >= 4
     assert len(list((tmp_path / "own" / "progress").glob("*.lock"))) == 2  # it did run on Ray
+
+
+def test_a_failing_part_is_the_same_one_line_error_as_local(ray_head, tmp_path):
+    """A part whose source is broken (a shard dataset as the source, one of its shards truncated) raises the
+    error --engine local raises, not Ray's wrapper with a remote traceback; it is not retried as a crash."""
+    card, root = _lerobot_source(tmp_path)
+    src = write_dataset(SourceSpec(str(card), "lerobot", root=str(root)), tmp_path / "src", workers=1,
+                        settings=WriteSettings(image_size=None, shard_bytes=10_000), progress=False)
+    last = src.root / src.shards[-1].name
+    last.write_bytes(last.read_bytes()[:-512])
+    spec = SourceSpec(str(src.root), "shards", root=str(src.root))
+    errors = {}
+    for engine in ("local", "ray"):
+        with pytest.raises(DataError) as e:
+            write_dataset(spec, tmp_path / engine, workers=2, settings=WriteSettings(image_size=None), progress=False,
+                          engine=engine, address=ray_head if engine == "ray" else None)
+        errors[engine] = str(e.value)
+    assert errors["ray"] == errors["local"] and src.shards[-1].name in errors["ray"]
+    assert "\n" not in errors["ray"] and not (tmp_path / "ray" / "manifest.json").exists()
 
 
 @pytest.mark.tensorflow

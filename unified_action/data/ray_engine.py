@@ -112,9 +112,17 @@ class _Progress:
         return sum(self.done.values())
 
 
-def _run_part(write_part: Callable, lock: str, progress, spec, out: Path, part: int, start: int, stop: int, settings) -> None:
+def _run_part(write_part: Callable, cwd: str | None, lock: Path, progress, spec, out: Path, part: int, start: int, stop: int,
+              settings) -> None:
     """The body of one Ray task: write the part under its lock, reporting progress to the actor."""
     from filelock import FileLock
+
+    if cwd is not None:  # relative paths mean what they mean to the driver (the worker is fresh: max_calls=1)
+        try:
+            os.chdir(cwd)
+        except OSError:
+            raise DataError(f"{out}: relative paths need the driver's working directory {cwd} on every Ray node; "
+                            f"give absolute paths on a filesystem every node sees") from None
 
     done = 0
 
@@ -123,21 +131,25 @@ def _run_part(write_part: Callable, lock: str, progress, spec, out: Path, part: 
         done += n
         progress.report.remote(part, done)
 
-    with FileLock(lock):  # a straggler of a killed run still writing this part: wait for it to go
+    with FileLock(str(lock)):  # a straggler of a killed run still writing this part: wait for it to go
         write_part(spec, out, part, start, stop, settings, progress=report)
 
 
 def run_parts(write_part: Callable, spec, out: Path, parts: list[list[int]], settings, bar, *, lock_dir: Path,
               poll_s: float = 0.25) -> None:
-    """Write every part as one Ray task (`write_part(spec, out, part, start, stop, settings, progress=...)`)."""
+    """Write every part as one Ray task (`write_part(spec, out, part, start, stop, settings, progress=...)`), each
+    under its lock `lock_dir/part-<part>.lock`."""
     ray = _ray()
     card = spec.card().name
+    # paths are handed over as given (the shards record the source's path), so a relative one needs our cwd
+    relative = any(p is not None and not os.path.isabs(p) for p in (spec.card_path, spec.root, str(out)))
+    cwd = os.getcwd() if relative else None
     progress = ray.remote(num_cpus=0, max_restarts=-1)(_Progress).remote()
     # max_calls=1: every part gets a fresh worker process, so a simulator's GL context and TensorFlow (the RLDS
     # reader opens its tfds build inside the task) never share a process, and a part's memory goes with it
     task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, max_calls=1)(_run_part)
-    refs = {task.options(name=f"{card}-part-{p:04d}").remote(write_part, str(lock_dir / f"part-{p:04d}.lock"), progress,
-                                                             spec, Path(out), p, a, b, settings): p
+    refs = {task.options(name=f"{card}-part-{p:04d}").remote(write_part, cwd, lock_dir / f"part-{p:04d}.lock", progress, spec,
+                                                             Path(out), p, a, b, settings): p
             for p, (a, b) in enumerate(parts)}
     pending = list(refs)
     try:
@@ -147,6 +159,7 @@ def run_parts(write_part: Callable, spec, out: Path, parts: list[list[int]], set
                 _result(ray, ref, out, refs[ref])
             with contextlib.suppress(ray.exceptions.RayError):  # the bar is not worth failing a conversion for
                 bar.update(ray.get(progress.total.remote(), timeout=10) - bar.n)
+        bar.update(bar.total - bar.n)  # every part finished (its last reports may still be on their way)
     finally:
         for ref in pending:  # a failed part or Ctrl-C: the other parts stop too (their finished shards stay)
             ray.cancel(ref, force=True)
