@@ -13,3 +13,15 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_the_core_and_the_cli_import_without_ray():
+    """Ray is the optional `scale` extra: importing the package, conversion and the CLI never needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None\n"  # None: any `import ray` raises ImportError
+            "import unified_action, unified_action.data.convert, unified_action.data.loader, unified_action.cli\n"
+            "import unified_action.data.ray_engine\n")  # the engine module itself imports Ray only when run
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

@@ -16,10 +16,15 @@ app = typer.Typer(help="Datasets: simulators, RLDS and LeRobot into webdataset s
 console = make_console()
 
 SizeOpt = typer.Option(64, "--size", help="Frames are resized to SIZE x SIZE; 0 keeps the source's size.")
-WorkersOpt = typer.Option(2, "--workers", "-j", min=1, help="Parallel processes.")
+WorkersOpt = typer.Option(2, "--workers", "-j", min=1,
+                          help="Parts written in parallel: processes, or Ray tasks with --engine ray. The shards depend on it.")
 ShardOpt = typer.Option(64.0, "--shard-mb", min=0.01, help="Target shard size in MiB.")
 FormatOpt = typer.Option("png", "--image-format", help="png (lossless) or jpeg.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Delete OUT first instead of resuming into it.")
+EngineOpt = typer.Option("local", "--engine", help="local (processes on this machine) or ray (one Ray task per part; "
+                         "pip install 'unified-action[scale]'). Both write identical shards.")
+AddressOpt = typer.Option(None, "--address", help="--engine ray: HOST:PORT of a running Ray head (`ray start --head`); "
+                          "without it Ray starts on this machine. Card, source and OUT must be at the same paths on every node.")
 
 
 def _settings(size: int, image_format: str, shard_mb: float):
@@ -45,6 +50,8 @@ def record(
     workers: int = WorkersOpt,
     rlds: bool = typer.Option(False, "--rlds", help="Also write an RLDS build (Open X-Embodiment step schema) to OUT/rlds."),
     overwrite: bool = OverwriteOpt,
+    engine: str = EngineOpt,
+    address: str = AddressOpt,
 ) -> None:
     """Roll out the card's simulator headless under a seeded behaviour policy and write shards (and RLDS)."""
     from unified_action.data.convert import SourceSpec, write_dataset
@@ -57,7 +64,7 @@ def record(
         raise DataError(f"--style: '{style}', expected smooth or waypoint")
     spec = SourceSpec(str(card), "sim", episodes=episodes, steps=steps, seed=seed, style=style)
     ds = write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb), overwrite=overwrite,
-                       log=console.log)
+                       log=console.log, engine=engine, address=address)
     if rlds:
         from unified_action.data.rlds import write_rlds
 
@@ -77,6 +84,8 @@ def convert(
     shard_mb: float = ShardOpt,
     workers: int = WorkersOpt,
     overwrite: bool = OverwriteOpt,
+    engine: str = EngineOpt,
+    address: str = AddressOpt,
 ) -> None:
     """Convert an RLDS build (tensorflow-datasets) or a LeRobot v3 directory into shards, with statistics."""
     from unified_action.data.convert import SourceSpec, source_kind, write_dataset
@@ -88,7 +97,7 @@ def convert(
                         f"record simulators with `uact data record`")
     spec = SourceSpec(str(card), kind, root=str(source), episodes=limit)
     _print(write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb), overwrite=overwrite,
-                         log=console.log))
+                         log=console.log, engine=engine, address=address))
 
 
 @app.command("info")

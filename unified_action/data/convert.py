@@ -6,6 +6,9 @@ when its sidecar `progress/<shard>.json` exists (written after the tar was renam
 resumes every part after its last finished shard and deletes whatever a killed run left half-written.
 The manifest, stats.json and <card>.md are written last; a directory with a manifest is complete.
 
+Engines run the parts: `local` (processes on this machine, the default) or `ray` (one Ray task per part, on a
+cluster: ray_engine.py). Both write the same plan with the same `write_part`, so their output is byte-identical.
+
 Memory is bounded by one shard per process: episodes stream from the source into the tar, and statistics
 keep exact moments plus a bounded sample per shard (stats.py).
 """
@@ -46,10 +49,11 @@ from unified_action.data.shards import (
     npy_bytes,
 )
 from unified_action.data.stats import merge_stats, native_labels, shard_summary
-from unified_action.errors import DataError
+from unified_action.errors import DataError, did_you_mean
 
 Log = Callable[[str], None]
 PROGRESS = "progress"
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -182,36 +186,63 @@ def _run_part(args) -> None:
 
 # ----------------------------------------------------------------------------------------- the dataset
 def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settings: WriteSettings = WriteSettings(),
-                  overwrite: bool = False, progress: bool = True, log: Log = lambda _: None) -> ShardDataset:
-    """Write (or finish writing) the source's episodes as a shard dataset in `out`; returns it opened."""
+                  overwrite: bool = False, progress: bool = True, log: Log = lambda _: None,
+                  engine: str = "local", address: str | None = None) -> ShardDataset:
+    """Write (or finish writing) the source's episodes as a shard dataset in `out`; returns it opened.
+
+    `engine` runs the parts: 'local' (processes here) or 'ray' (Ray tasks; `address` HOST:PORT joins a cluster,
+    None starts Ray on this machine). `workers` is the number of parts either way, so the shards depend on it,
+    never on the engine."""
     out = Path(out)
-    card = spec.card()  # the card and the source are checked before --overwrite deletes anything
+    card = spec.card()  # the card, the source and the engine are checked before --overwrite deletes anything
     n = spec.count()
     if n == 0:
         raise DataError(f"{spec.root or spec.card_path}: no episodes to write")
-    if overwrite and out.exists():
-        check_overwrite(out, spec)
-        shutil.rmtree(out)
-    (out / PROGRESS).mkdir(parents=True, exist_ok=True)
-    plan = _plan(out, spec, card, n, settings, workers)
-    if (out / MANIFEST).is_file():
-        log(f"{out}: complete, nothing to do")
-        return open_dataset(out)
-    parts = plan["parts"]
-    bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
-    try:
-        # Simulators always run in worker processes: a MuJoCo GL context (Mesa's LLVM) and TensorFlow in one
-        # process crash it, and the caller may go on to write an RLDS build.
-        if (workers <= 1 or len(parts) == 1) and spec.kind != "sim":
-            for p, (a, b) in enumerate(parts):
-                write_part(spec, out, p, a, b, settings, progress=bar.update)
-        else:
-            _run_parallel(spec, out, parts, settings, max(1, workers), bar)
-    finally:
-        bar.close()
+    with _engine(engine, address, workers) as run_parts:
+        if overwrite and out.exists():
+            check_overwrite(out, spec)
+            shutil.rmtree(out)
+        (out / PROGRESS).mkdir(parents=True, exist_ok=True)
+        plan = _plan(out, spec, card, n, settings, workers)
+        if (out / MANIFEST).is_file():
+            log(f"{out}: complete, nothing to do")
+            return open_dataset(out)
+        bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
+        try:
+            run_parts(spec, out, plan["parts"], settings, bar)
+        finally:
+            bar.close()
     ds = _finalize(out, spec, card, plan)
     log(f"{out}: {ds.episodes} episodes in {len(ds.shards)} shards")
     return ds
+
+
+@contextlib.contextmanager
+def _engine(name: str, address: str | None, workers: int) -> Iterator[Callable]:
+    """The runner of a plan's parts, `run(spec, out, parts, settings, bar)`. Ray is imported, and its cluster
+    joined, here: a missing Ray or an unreachable --address is refused before anything is written or deleted."""
+    if name not in ENGINES:
+        raise DataError(f"--engine: '{name}'{did_you_mean(name, ENGINES)}; expected one of: {', '.join(ENGINES)}")
+    if name == "local":
+        if address is not None:
+            raise DataError(f"--address {address}: only --engine ray joins a cluster; add --engine ray")
+        yield lambda spec, out, parts, settings, bar: _run_local(spec, out, parts, settings, workers, bar)
+        return
+    from unified_action.data import ray_engine
+
+    with ray_engine.connect(address, workers):
+        yield lambda spec, out, parts, settings, bar: ray_engine.run_parts(write_part, spec, out, parts, settings, bar,
+                                                                           lock_dir=out / PROGRESS)
+
+
+def _run_local(spec: SourceSpec, out: Path, parts: list, settings: WriteSettings, workers: int, bar) -> None:
+    # Simulators always run in worker processes: a MuJoCo GL context (Mesa's LLVM) and TensorFlow in one
+    # process crash it, and the caller may go on to write an RLDS build.
+    if (workers <= 1 or len(parts) == 1) and spec.kind != "sim":
+        for p, (a, b) in enumerate(parts):
+            write_part(spec, out, p, a, b, settings, progress=bar.update)
+    else:
+        _run_parallel(spec, out, parts, settings, max(1, workers), bar)
 
 
 def _ours(name: str) -> bool:
