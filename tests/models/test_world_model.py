@@ -71,7 +71,7 @@ def test_forward_backward_shapes_and_finite_loss():
 def test_the_untrained_model_is_exactly_copy_last():
     """Zero-initialised output: the predicted change is 0, so every generated frame is the last real one."""
     torch.manual_seed(0)
-    model = WorldModel(tiny()).eval()
+    model = WorldModel(tiny(balance_eps=0.0)).eval()  # the loss check below is the plain one
     batch = make_batch(model.cfg, frames=5)
     acts = {k: batch[k] for k in ("action_tokens", "action_mask", "action_slots", "action_steps")}
     for steps in (1, 3):
@@ -261,3 +261,23 @@ def test_config_errors_name_the_problem():
         model_config("tiny", context_frames=8, max_frames=8)
     with pytest.raises(UnifiedActionError, match="action_dropout"):
         model_config("tiny", action_dropout=1.0)
+
+
+def test_balanced_loss_weighs_clips_by_their_change():
+    """balance_eps: a clip's loss is scaled by 1 / (its mean squared change + eps), normalised to mean 1."""
+    torch.manual_seed(0)
+    plain = wake(WorldModel(tiny(balance_eps=0.0)))
+    balanced = WorldModel(tiny(balance_eps=1e-3))
+    balanced.load_state_dict(plain.state_dict())
+    batch = make_batch(plain.cfg, B=3)
+    batch["frames"][0] = batch["frames"][0, :1]  # a clip that does not move
+    batch["frames"][1, 1:] = batch["frames"][1, :1] + 4  # one that moves a little
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    lp, lb = plain.losses(batch, g()), balanced.losses(batch, g())
+    pix = batch["frames"].float() / 127.5
+    energy = (pix[:, 1:] - pix[:, :-1]).pow(2).mean(dim=(1, 2, 3, 4))
+    w = 1 / (energy + 1e-3)
+    assert torch.allclose(lb, lp * w / w.mean(), rtol=1e-4)
+    assert w[0] > w[1] > w[2]  # the still clip weighs most, the random one least
+    # measurements (the monitor's fixed comparisons) stay unweighted
+    assert torch.allclose(plain.losses(batch, g(), drop_actions=False), balanced.losses(batch, g(), drop_actions=False))
