@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from support import CARDS
 
+from data.layouts import to_layout1
 from unified_action.data.convert import SourceSpec, WriteSettings, write_dataset
 from unified_action.data.dataset import open_dataset
 from unified_action.tokenization import Registry
@@ -25,4 +26,6 @@ def shard_data(tmp_path_factory):
     reg = Registry(root / "tokenizers")
     for ds in (car, pong):
         reg.register(ds.card, list(ds.iter_actions()))
-    return {"root": root, "carracing": open_dataset(car.root), "ale_pong": open_dataset(pong.root), "registry": reg}
+    car1 = to_layout1(car.root, root / "carracing_layout1")  # the same episodes as layout 1 wrote them
+    return {"root": root, "carracing": open_dataset(car.root), "ale_pong": open_dataset(pong.root), "registry": reg,
+            "carracing_layout1": open_dataset(car1)}
