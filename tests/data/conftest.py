@@ -21,7 +21,7 @@ def record(out, card: str, episodes: int, steps: int, seed: int = 0, shard_kb: f
 def shard_data(tmp_path_factory):
     """CarRacing (6 episodes, 2 per shard) and Pong (4 episodes), tokenizers registered from the shards."""
     root = tmp_path_factory.mktemp("shards")
-    car = record(root / "carracing", "carracing", episodes=6, steps=48, seed=11, shard_kb=200)
+    car = record(root / "carracing", "carracing", episodes=6, steps=48, seed=11, shard_kb=60)  # 2 episodes a shard
     pong = record(root / "ale_pong", "ale_pong", episodes=4, steps=40, seed=3)
     reg = Registry(root / "tokenizers")
     for ds in (car, pong):

@@ -81,7 +81,7 @@ HOSTILE = {
     "overlapping": lambda sh: json.dumps({"version": 1, "members": [_entries(sh)[1], _entries(sh)[0]]}).encode(),
     "listed_twice": lambda sh: json.dumps({"version": 1, "members": [_entries(sh)[0], [_entries(sh)[0][0], *_entries(sh)[1][1:]]]}).encode(),
     # well-formed and in bounds, but a block off (as after the tar was rewritten): no tar header where it points
-    "stale": lambda sh: json.dumps({"version": 1, "members": [[n, o + 512, z] for n, o, z in _entries(sh)[:-1]]}).encode(),
+    "stale": lambda sh: json.dumps({"version": 1, "members": [[n, o + 512, z] for n, o, z in _entries(sh)[:-3]]}).encode(),
 }
 
 

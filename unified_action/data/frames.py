@@ -5,7 +5,7 @@ Aspect modes, when a camera's aspect ratio differs from the target size's (a 150
 - `pad` (the default): scale the whole frame to fit inside the target, centred on black bars (letterbox).
   Nothing is cut off and geometry survives, so whatever an action moves stays in view: a gripper at the edge
   of a wrist camera, the roadside of a driving camera. The cost is the bars: at 4:3, a quarter of a square
-  frame's pixels carry no content (the model learns them in a few steps; they are constant).
+  frame's pixels carry no content (constant, so trivial to predict, but they cost compute).
 - `crop`: cut the centre to the target's aspect ratio, then scale. Geometry survives and every pixel carries
   content, at the price of the edges (at 4:3, a quarter of the width). Choose it where the scene's action is
   known to be central.

@@ -42,18 +42,19 @@ def check_pointer(pointer, file_bytes: int, where: str) -> tuple[int, int]:
     return off, size
 
 
-def _header(f, data_offset: int, where: str) -> tarfile.TarInfo:
+def _header(f, name: str, data_offset: int, where: str) -> tarfile.TarInfo:
     f.seek(data_offset - BLOCK)
     buf = f.read(BLOCK)
     try:
         return tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
     except tarfile.HeaderError as e:
-        raise DataError(f"{where}: no tar header before offset {data_offset} ({e}): the index does not match the tar") from None
+        raise DataError(f"{where}: index entry '{name[:80]}': no tar header before offset {data_offset} ({e}): "
+                        f"the index does not match the tar") from None
 
 
 def read_member_at(f, name: str, offset: int, size: int, where: str) -> bytes:
     """A member's bytes, after checking its own tar header names it and gives this size."""
-    info = _header(f, offset, where)
+    info = _header(f, name, offset, where)
     # a name past 100 characters is cut in the ustar header (the full one sits in a PAX header before it)
     if not info.name or info.name != name[:len(info.name)] or info.size != size:
         raise DataError(f"{where}: index entry '{name[:80]}' ({size} bytes at {offset}) does not match the tar member there "
