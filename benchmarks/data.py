@@ -145,6 +145,7 @@ def loader_rate(cfg, workers: int, min_clips: int) -> dict:
             clips += len(batch["key"])
         epochs += 1
     dt = time.perf_counter() - t0
+    loader.close()  # persistent workers: joined here, so that their CPU time counts (RUSAGE_CHILDREN)
     return dict(workers=workers, clips=clips, epochs=epochs, seconds=round(dt, 2), clips_per_s=round(clips / dt, 1),
                 first_batch_s=round(first, 2), skipped=loader.skipped) | usage(start, cpu0, busy0, clips + cfg.batch_size)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,10 +43,10 @@ class ArraySpec:
     dtype: str
     shape: tuple[int, ...]
     codec: str
+    nbytes: int = field(init=False, repr=False, compare=False)  # bytes of one step, computed once (decoding checks it per step)
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nbytes", int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize)
 
     def to_json(self) -> dict:
         return {"dtype": self.dtype, "shape": list(self.shape), "codec": self.codec}

@@ -396,6 +396,10 @@ class ClipLoader:
     def __getstate__(self) -> dict:
         return self.__dict__ | {"_source": None, "_workers_in_step": False}  # workers never carry the parent's workers
 
+    def close(self) -> None:
+        """Stop the persistent workers now (they also stop when the loader is garbage-collected)."""
+        self._close_workers()
+
     def _close_workers(self) -> None:
         """Stop persistent workers that are ahead of what was consumed (an epoch left early, a state loaded)."""
         source, self._source, self._workers_in_step = self._source, None, False
