@@ -262,6 +262,7 @@ def profile_loader(cfg, epochs: int = 3, top: int = 12) -> dict:
     from unified_action.data.loader import ClipLoader
 
     loader = ClipLoader(cfg, rank=0, world_size=1, num_workers=0)
+    sum(1 for _ in loader)  # one epoch first: torch's one-off set-up at the first DataLoader (~1 s) is not the loader's cost
     prof, clips = cProfile.Profile(), 0
     prof.enable()
     for _ in range(epochs):
