@@ -105,3 +105,15 @@ def test_clips_cross_block_boundaries_with_small_blocks(shard_data, tmp_path):
     a, b = clips(src.root), clips(small.root)
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]) for k in a)
+
+
+def test_a_hostile_length_in_meta_is_refused_before_anything_is_listed():
+    import json
+
+    from unified_action.data.shards import check_complete, sample_meta
+
+    s = episode_to_sample(_episode(4), CARD)
+    meta = json.loads(s["meta.json"])
+    s["meta.json"] = json.dumps(meta | {"length": 10**12}).encode()
+    with pytest.raises(DataError, match=r"meta.json: length 1000000000000, expected 1\.\.10000000"):
+        check_complete(s, sample_meta(s, "x"), "x")

@@ -264,9 +264,9 @@ class Stream:
                     continue
                 try:
                     meta = sample_meta(s, where)
-                    check_complete(s, meta, where)
                     if int(meta["length"]) != shard.lengths[e]:
                         raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
+                    check_complete(s, meta, where)
                     s["actions"] = sample_actions(s, plan.ds.card, where)
                     s["meta"] = meta
                     out[e] = s

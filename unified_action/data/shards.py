@@ -63,6 +63,7 @@ READ_LAYOUTS = (1, 2)  # what is read
 IMAGE_FORMATS = {"png": "png", "jpeg": "jpg"}  # layout 1: image format -> member extension
 FRAME_CODECS = ("zlib", "png", "jpeg")  # layout 2: --image-format -> block codec of the cameras
 DEFAULT_BLOCK_STEPS = 32
+MAX_STEPS = 10_000_000  # steps of one episode: 2.8 hours at 1 kHz
 SHARD_RE = re.compile(r"^(?P<card>.+)-(?P<part>\d{4})-(?P<seq>\d{5})\.tar$")
 
 
@@ -156,6 +157,8 @@ def sample_meta(sample: dict, where: str) -> dict:
         raise DataError(f"{where}: meta.json: not valid sample metadata ({e})") from None
     if layout not in READ_LAYOUTS:
         raise DataError(f"{where}: meta.json: layout {layout}, this version reads layouts {READ_LAYOUTS}")
+    if not 1 <= int(meta["length"]) <= MAX_STEPS:  # bounds the members a check expects, before any is listed
+        raise DataError(f"{where}: meta.json: length {meta['length']}, expected 1..{MAX_STEPS}")
     if layout >= 2:
         B = meta.get("block_steps")
         if not (isinstance(B, int) and 1 <= B <= MAX_BLOCK_STEPS) or not isinstance(meta.get("arrays"), dict):
