@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
+from data.layouts import dataset_of
 from data.test_loader import config, keys, run
 from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
 from unified_action.data.shards import iter_samples, npy_load
@@ -56,15 +57,16 @@ CORRUPTIONS = {
     "wrong_shape": (lambda p: _rewrite(p, lambda s: s.update({"action.npy": _npy(npy_load(s["action.npy"])[:, :2])})),
                     "shape", False),
     "out_of_range": (lambda p: _rewrite(p, _out_of_range), "outside the card's range", False),
-    "missing_frame": (lambda p: _rewrite(p, lambda s: s.pop(next(k for k in sorted(s) if k.endswith(".png")))),
+    "missing_frame": (lambda p: _rewrite(p, lambda s: s.pop(next(k for k in sorted(s) if k.endswith((".png", ".blk"))))),
                       "incomplete sample", False),
 }
 
 
 @pytest.fixture()
-def broken(shard_data, tmp_path, request):
-    """A copy of the CarRacing dataset with one shard broken; -> (loader config factory, shard, broken episodes)."""
-    src = shard_data["carracing"]
+def broken(shard_data, tmp_path, request, layout):
+    """A copy of the CarRacing dataset (layout 2 or 1) with one shard broken; -> (loader config factory, shard,
+    broken episodes). Every corruption here changes the shard's size, so layout 2 is read without its index."""
+    src = dataset_of(shard_data, layout)
     dst = tmp_path / "carracing"
     shutil.copytree(src.root, dst)
     shard = next(s for s in src.shards if len(s.episodes) >= 2)
@@ -78,6 +80,7 @@ def broken(shard_data, tmp_path, request):
     return make, shard.name, lost, request.param
 
 
+@pytest.mark.parametrize("layout", [2, 1])
 @pytest.mark.parametrize("broken", sorted(CORRUPTIONS), indirect=True)
 def test_strict_names_shard_and_key(broken):
     make, shard, lost, kind = broken
@@ -89,6 +92,7 @@ def test_strict_names_shard_and_key(broken):
         assert f"{max(lost):08d}" in msg  # the sample's key
 
 
+@pytest.mark.parametrize("layout", [2, 1])
 @pytest.mark.parametrize("broken", sorted(CORRUPTIONS), indirect=True)
 def test_lenient_skips_counts_warns_once_and_loses_nothing_else(shard_data, broken):
     make, shard, lost, kind = broken

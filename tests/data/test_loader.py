@@ -176,3 +176,20 @@ def test_a_frame_stride_other_than_the_chunk_length_is_refused(shard_data):
         ClipLoader(bad, rank=0, world_size=1)
     ok = replace(cfg, datasets=(replace(cfg.datasets[0], frame_stride=L),))
     assert ClipLoader(ok, rank=0, world_size=1).plans[0].stride == L
+
+
+def test_workers_persist_across_epochs_and_restart_after_an_epoch_left_early(shard_data):
+    loader = ClipLoader(config(shard_data), rank=0, world_size=1, num_workers=2)
+
+    def pids():
+        return [w.pid for w in loader._source._iterator._workers]
+
+    first = keys(run(loader))
+    before = pids()
+    second = keys(run(loader))
+    assert pids() == before and sorted(second) == sorted(first) and second != first  # same workers, next epoch's order
+    run(loader, 1)  # left early: those workers ran ahead of what was consumed, so they are replaced
+    rest = keys(run(loader))
+    assert pids() != before and len(rest) == len(first) - 3  # the epoch goes on after its first batch (of 3 clips)
+    loader.close()
+    assert loader._source is None

@@ -19,7 +19,9 @@ SizeOpt = typer.Option(64, "--size", help="Frames are resized to SIZE x SIZE; 0 
 WorkersOpt = typer.Option(2, "--workers", "-j", min=1,
                           help="Parts written in parallel: processes, or Ray tasks with --engine ray. The shards depend on it.")
 ShardOpt = typer.Option(64.0, "--shard-mb", min=0.01, help="Target shard size in MiB.")
-FormatOpt = typer.Option("png", "--image-format", help="png (lossless) or jpeg.")
+FormatOpt = typer.Option("zlib", "--image-format", help="Frame codec: zlib (lossless, fastest to read), png (lossless) or jpeg.")
+AspectOpt = typer.Option("pad", "--aspect", help="A camera of another aspect ratio than SIZE x SIZE: pad (letterbox, keeps "
+                         "the whole view), crop (centre) or stretch (squashes).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Delete OUT first instead of resuming into it.")
 EngineOpt = typer.Option("local", "--engine", help="local (processes on this machine) or ray (one Ray task per part; "
                          "pip install 'unified-action[scale]'). Both write identical shards.")
@@ -27,13 +29,15 @@ AddressOpt = typer.Option(None, "--address", help="--engine ray: HOST:PORT of a 
                           "without it Ray starts on this machine. Card, source and OUT must be at the same paths on every node.")
 
 
-def _settings(size: int, image_format: str, shard_mb: float):
+def _settings(size: int, image_format: str, shard_mb: float, aspect: str):
     from unified_action.data.convert import WriteSettings
+    from unified_action.data.frames import check_aspect
+    from unified_action.data.shards import FRAME_CODECS
 
-    if image_format not in ("png", "jpeg"):
-        raise DataError(f"--image-format: '{image_format}', expected png or jpeg")
+    if image_format not in FRAME_CODECS:
+        raise DataError(f"--image-format: '{image_format}', expected one of {', '.join(FRAME_CODECS)}")
     return WriteSettings(image_size=(size, size) if size else None, image_format=image_format,
-                         shard_bytes=int(shard_mb * 2**20))
+                         shard_bytes=int(shard_mb * 2**20), aspect=check_aspect(aspect, "--aspect"))
 
 
 @app.command("record")
@@ -46,6 +50,7 @@ def record(
     style: str = typer.Option("smooth", help="Behaviour for continuous actions: smooth (OU noise) or waypoint (min-jerk)."),
     size: int = SizeOpt,
     image_format: str = FormatOpt,
+    aspect: str = AspectOpt,
     shard_mb: float = ShardOpt,
     workers: int = WorkersOpt,
     rlds: bool = typer.Option(False, "--rlds", help="Also write an RLDS build (Open X-Embodiment step schema) to OUT/rlds."),
@@ -63,7 +68,7 @@ def record(
     if style not in ("smooth", "waypoint"):
         raise DataError(f"--style: '{style}', expected smooth or waypoint")
     spec = SourceSpec(str(card), "sim", episodes=episodes, steps=steps, seed=seed, style=style)
-    ds = write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb), overwrite=overwrite,
+    ds = write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb, aspect), overwrite=overwrite,
                        log=console.log, engine=engine, address=address)
     if rlds:
         from unified_action.data.rlds import write_rlds
@@ -81,6 +86,7 @@ def convert(
     limit: int = typer.Option(None, "--limit", min=1, help="Convert only the first LIMIT episodes."),
     size: int = SizeOpt,
     image_format: str = FormatOpt,
+    aspect: str = AspectOpt,
     shard_mb: float = ShardOpt,
     workers: int = WorkersOpt,
     overwrite: bool = OverwriteOpt,
@@ -96,7 +102,7 @@ def convert(
         raise DataError(f"{card}: source.type: '{c.header.source.type}', `uact data convert` reads rlds or lerobot; "
                         f"record simulators with `uact data record`")
     spec = SourceSpec(str(card), kind, root=str(source), episodes=limit)
-    _print(write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb), overwrite=overwrite,
+    _print(write_dataset(spec, out, workers=workers, settings=_settings(size, image_format, shard_mb, aspect), overwrite=overwrite,
                          log=console.log, engine=engine, address=address))
 
 
@@ -123,7 +129,7 @@ def verify(path: Path = typer.Argument(..., help="A shard dataset directory.")) 
 
 def _print(ds) -> None:
     m = ds.manifest
-    console.print(f"[bold]{ds.root}[/]: card {ds.name} (embodiment {m['embodiment']}), {m['episodes']} episodes, "
+    console.print(f"[bold]{ds.root}[/]: card {ds.name} (embodiment {m['embodiment']}, layout {m['layout']}), {m['episodes']} episodes, "
                   f"{m['steps']} steps, {len(ds.shards)} shards, {m['bytes'] / 2**20:.1f} MiB")
     stats = ds.stats()
     if stats:

@@ -38,7 +38,9 @@ from tqdm import tqdm
 from unified_action.cards import DataCard, load_card, parse_card
 from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
 from unified_action.data.episode import Episode
+from unified_action.data.frames import DEFAULT_ASPECT
 from unified_action.data.shards import (
+    DEFAULT_BLOCK_STEPS,
     LAYOUT_VERSION,
     SHARD_RE,
     ShardInfo,
@@ -107,9 +109,11 @@ def _lerobot():
 @dataclass(frozen=True)
 class WriteSettings:
     image_size: tuple[int, int] | None = (64, 64)  # None keeps the source's size
-    image_format: str = "png"  # 'png' (lossless) or 'jpeg'
+    image_format: str = "zlib"  # frame codec: 'zlib' or 'png' (lossless), or 'jpeg' (shards.py, blocks.py)
     jpeg_quality: int = 95
     shard_bytes: int = 64 << 20
+    aspect: str = DEFAULT_ASPECT  # a camera of another aspect ratio than image_size: 'pad', 'crop' or 'stretch' (frames.py)
+    block_steps: int = DEFAULT_BLOCK_STEPS  # steps per frame block member
 
 
 def source_kind(card: DataCard) -> str:
@@ -146,8 +150,8 @@ def write_part(spec: SourceSpec, out: Path, part: int, start: int, stop: int, se
 
     writer = ShardWriter(out, card.name, part, settings.shard_bytes, first_seq=len(finished), on_shard=on_shard)
     for ep in spec.read(resume, stop):
-        writer.write(episode_to_sample(ep, card, settings.image_format, settings.image_size, settings.jpeg_quality),
-                     ep.native_actions(card))
+        writer.write(episode_to_sample(ep, card, settings.image_format, settings.image_size, settings.jpeg_quality,
+                                       settings.aspect, settings.block_steps), ep.native_actions(card))
         progress(1)
     writer.close()
 
@@ -328,7 +332,7 @@ def _finalize(out: Path, spec: SourceSpec, card: DataCard, plan: dict) -> ShardD
         "source": {k: v for k, v in plan["source"].items() if v is not None}, "settings": plan["settings"],
         "episodes": len(seen), "steps": int(sum(sum(i["lengths"]) for i in infos)),
         "bytes": int(sum(i["bytes"] for i in infos)),
-        "shards": [{k: i[k] for k in ("name", "episodes", "lengths", "bytes", "sha256", "part")} for i in infos],
+        "shards": [{k: i[k] for k in ("name", "episodes", "lengths", "bytes", "sha256", "part", "index") if k in i} for i in infos],
     }
     atomic_write_json(out / MANIFEST, manifest)
     return open_dataset(out)

@@ -8,7 +8,8 @@ pattern or a `pipe:` URL list can stand in for them, matched to the manifest's s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,14 @@ import numpy as np
 
 from unified_action.cards import DataCard, parse_card
 from unified_action.data.episode import Episode
+from unified_action.data.shard_index import IndexedShard, check_pointer
 from unified_action.data.shards import (
-    LAYOUT_VERSION,
+    READ_LAYOUTS,
     SHARD_RE,
     ShardURL,
     iter_samples,
     sample_actions,
+    sample_meta,
     sample_to_episode,
     verify_shard,
 )
@@ -38,6 +41,47 @@ class ShardEntry:
     lengths: tuple[int, ...]
     bytes: int
     sha256: str
+    index: tuple[int, int] | None = None  # layout 2: [data offset, size] of the shard's __index__ member
+
+    def indexed(self) -> bool:
+        """Read through the index: a local file beside the manifest, of the size the manifest gives."""
+        url = self.url.removeprefix("file://") if isinstance(self.url, str) else ""
+        if self.index is None or url.startswith("pipe:") or "://" in url:
+            return False
+        try:
+            return os.path.getsize(url) == self.bytes
+        except OSError:
+            return False
+
+
+def read_samples(shard: ShardEntry, keys: set[str], allow_pipe: bool = False,
+                 need: Callable[[dict, dict], Iterable[str]] | None = None) -> Iterator[dict]:
+    """The samples of `shard` whose key is in `keys`, in shard order, as {'__key__', suffix: bytes}.
+
+    Through the shard's index where it can (`ShardEntry.indexed`): then only meta.json and the members
+    `need(sample, meta)` names are read, and '__members__' lists every member the sample has. Otherwise the
+    whole samples are read sequentially (`iter_samples`). A sample whose meta.json is bad is yielded without
+    the other members, for `sample_meta` to raise on."""
+    if not shard.indexed():
+        yield from iter_samples(shard.url, allow_pipe, select=lambda f: f.split(".", 1)[0] in keys)
+        return
+    with IndexedShard(shard.url, list(shard.index), shard.bytes) as f:
+        for key in sorted(keys, key=lambda k: f.members(k).get("meta.json", (0, 0))[0]):
+            members = f.members(key)
+            if not members:
+                continue  # the caller reports samples it asked for and did not get
+            s = {"__key__": key, "__members__": set(members)}
+            if "meta.json" in members:
+                s["meta.json"] = f.read(key, "meta.json")
+                try:
+                    meta = sample_meta(s, f"{shard.url}: {key}")
+                except DataError:
+                    yield s
+                    continue
+                wanted = set(need(s, meta)) if need is not None else set(members)
+                for suffix in sorted(wanted & set(members), key=lambda m: members[m][0]):
+                    s[suffix] = f.read(key, suffix)
+            yield s
 
 
 @dataclass(frozen=True)
@@ -96,8 +140,8 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
         layout = int(manifest["layout"])
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{mpath}: not a valid manifest ({type(e).__name__}: {e})") from None
-    if layout != LAYOUT_VERSION:
-        raise DataError(f"{mpath}: layout: {layout}, this version reads layout {LAYOUT_VERSION}")
+    if layout not in READ_LAYOUTS:
+        raise DataError(f"{mpath}: layout: {layout}, this version reads layouts {', '.join(map(str, READ_LAYOUTS))}")
     root = mpath.parent
     card_path = root / f"{manifest.get('card')}.md"
     try:
@@ -118,7 +162,8 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
     if shard_urls is not None:
         urls = _match_urls(mpath, [s["name"] for s in shards_json], shard_urls)
     entries = tuple(ShardEntry(s["name"], urls[s["name"]], tuple(s["episodes"]), tuple(s["lengths"]), int(s["bytes"]),
-                               s["sha256"]) for s in shards_json if s["name"] in urls)
+                               s["sha256"], _index_pointer(s, layout, f"{mpath}: shards[{i}]"))
+                    for i, s in enumerate(shards_json) if s["name"] in urls)
     return ShardDataset(root, manifest, card, entries)
 
 
@@ -130,6 +175,14 @@ def _check_shard_entry(s: dict, where: str) -> None:
                         f"inside the dataset directory")
     if not (isinstance(s["bytes"], int) and isinstance(s["sha256"], str) and len(s["episodes"]) == len(s["lengths"])):
         raise DataError(f"{where}: expected bytes (int), sha256 (str) and as many lengths as episodes")
+
+
+def _index_pointer(s: dict, layout: int, where: str) -> tuple[int, int] | None:
+    if layout < 2:
+        return None
+    if "index" not in s:
+        raise DataError(f"{where}: index: missing; a layout-2 manifest gives each shard's index as [offset, size]")
+    return check_pointer(s["index"], int(s["bytes"]), where)
 
 
 def verify_dataset(ds: ShardDataset, log=lambda _: None) -> list[str]:

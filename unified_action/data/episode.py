@@ -8,6 +8,7 @@ episode came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,9 @@ import numpy as np
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
 from unified_action.errors import DataError
+
+ARRAY_NAME = r"^[a-z0-9][a-z0-9_\-]{0,63}$"  # a per-step array's name: one segment of a member name
+RESERVED_NAMES = ("meta", "action", "proprio", "reward", "discount", "flags")
 
 
 @dataclass
@@ -31,6 +35,9 @@ class Episode:
     proprio: dict[str, np.ndarray] = field(default_factory=dict)  # card proprio path -> [T, *shape]
     discount: np.ndarray | None = None  # float32 [T]; None means all ones
     source: str = ""  # where it came from, for people: 'ALE/Pong-v5 seed 3', an RLDS file path...
+    # other per-step arrays, name -> [T, ...] of any numeric dtype (e.g. a frozen autoencoder's latents), stored
+    # losslessly in blocks beside the frames (shards.py, layout 2)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -63,6 +70,13 @@ class Episode:
         for name, fr in self.frames.items():
             if fr.dtype != np.uint8 or fr.ndim != 4 or fr.shape[0] != T or fr.shape[-1] != 3:
                 raise DataError(f"{where}: frames.{name}: {fr.dtype} {list(fr.shape)}, expected uint8 [{T}, H, W, 3]")
+        for name, a in self.arrays.items():
+            if not re.match(ARRAY_NAME, name) or name in self.frames or name in RESERVED_NAMES:
+                raise DataError(f"{where}: arrays: name '{name[:60]}' must match {ARRAY_NAME}, and be neither a camera "
+                                f"nor one of {', '.join(RESERVED_NAMES)}")
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf" or a.ndim < 1 or a.shape[0] != T:
+                raise DataError(f"{where}: arrays.{name}: {getattr(a, 'dtype', type(a).__name__)} "
+                                f"{list(np.shape(a))}, expected a numeric array [{T}, ...]")
         for f in card.header.action:
             if f.path not in self.actions:
                 raise DataError(f"{where}: action '{f.path}' is missing (have {sorted(self.actions)})")

@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset
-from unified_action.data.shards import check_complete, iter_samples, resize_frames, sample_actions, sample_frames, sample_meta
+from unified_action.data.blocks import block_member, blocks_for
+from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset, read_samples
+from unified_action.data.frames import DEFAULT_ASPECT, check_aspect, resize_frames
+from unified_action.data.shards import check_complete, members_of, sample_actions, sample_frames, sample_meta
 from unified_action.errors import DataError
 from unified_action.tokenization import Registry
 
@@ -62,6 +64,7 @@ class LoaderConfig:
     context_frames: int = 2
     future_frames: int = 6
     image_size: tuple[int, int] = (64, 64)
+    aspect: str = DEFAULT_ASPECT  # frames stored at another aspect ratio than image_size: 'pad', 'crop' or 'stretch'
     clip_stride: int | None = None  # steps between clip starts in an episode; default half a clip's span
     batch_size: int = 8
     seed: int = 0
@@ -178,9 +181,23 @@ class Stream:
             rng = np.random.default_rng([self.cfg.seed, self.stream, self.state.batches, 7])
             choice = rng.choice(len(self.plans), size=n, p=self.weights)
             clips = [self._next_clip(int(d)) for d in choice]
+            self._tokenize(clips)
             self.state.batches += 1
             self.state.epoch_clips += n
             yield collate(clips), self.state.to_json()
+
+    def _tokenize(self, clips: list[dict]) -> None:
+        """Each clip's action windows as tokens: one tokenizer call per dataset in the batch (a call costs about as
+        much for one clip's chunks as for a batch's)."""
+        for d in {c["dataset"] for c in clips}:
+            mine = [c for c in clips if c["dataset"] == d]
+            windows = np.stack([c.pop("windows") for c in mine])  # [n, F, L, native_dim]
+            n, F = windows.shape[:2]
+            tb = self.plans[d].tok.encode_native(windows.reshape(n * F, *windows.shape[2:]), self.max_tokens)
+            for i, c in enumerate(mine):
+                rows = slice(i * F, (i + 1) * F)
+                c.update(action_tokens=tb.tokens[rows], action_mask=tb.mask[rows], action_slots=tb.slots[rows].astype(np.int32),
+                         action_steps=tb.steps[rows].astype(np.int32), action_overflow=tb.overflow[rows])
 
     # -- per dataset
     def _next_clip(self, d: int) -> dict:
@@ -202,7 +219,11 @@ class Stream:
                 if a >= b:
                     continue
                 order = plan.item_order(epoch, int(k))[a - starts[j]:b - starts[j]]
-                samples = self._read_shard(plan, int(k), {plan.items[k][i][0] for i in order})
+                wanted: dict[int, set[int]] = {}  # episode position -> the steps its clips show
+                for i in order:
+                    e, start = plan.items[k][i]
+                    wanted.setdefault(e, set()).update(range(start, start + self.cfg.frames * plan.stride, plan.stride))
+                samples = self._read_shard(plan, int(k), wanted)
                 for i in order:
                     pos[1] += 1  # advanced before yielding: the state saved with a batch points past its clips
                     clip = self._make_clip(plan, int(k), samples, *plan.items[k][i])
@@ -222,22 +243,30 @@ class Stream:
             self._warned.add(url)
             warnings.warn(f"lenient mode, skipping: {err}", stacklevel=2)
 
-    def _read_shard(self, plan: DatasetPlan, k: int, wanted: set[int]) -> dict[int, dict | DataError]:
-        """The wanted samples of shard k (by position), each a sample dict or the DataError that makes it unusable."""
+    def _read_shard(self, plan: DatasetPlan, k: int, wanted: dict[int, set[int]]) -> dict[int, dict | DataError]:
+        """The wanted samples of shard k (by position), each a sample dict or the DataError that makes it unusable.
+        Through the shard's index, only the blocks of frames that the clips show are read."""
         shard = plan.ds.shards[k]
         keys = {f"{shard.episodes[e]:08d}": e for e in wanted}
+
+        def need(sample: dict, meta: dict) -> set[str]:
+            if "__specs__" not in meta:
+                return set(members_of(sample))
+            steps = wanted[keys[sample["__key__"]]]
+            return {"action.npy"} | {block_member(plan.camera, t0) for t0 in blocks_for(steps, meta["block_steps"])}
+
         out: dict[int, dict | DataError] = {}
         try:
-            for s in iter_samples(shard.url, self.cfg.allow_pipe, select=lambda f: f.split(".", 1)[0] in keys):
+            for s in read_samples(shard, set(keys), self.cfg.allow_pipe, need):
                 where = f"{shard.url}: {s['__key__']}"
                 e = keys.get(s["__key__"])
                 if e is None:
                     continue
                 try:
                     meta = sample_meta(s, where)
-                    check_complete(s, meta, where)
                     if int(meta["length"]) != shard.lengths[e]:
                         raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
+                    check_complete(s, meta, where)
                     s["actions"] = sample_actions(s, plan.ds.card, where)
                     s["meta"] = meta
                     out[e] = s
@@ -262,22 +291,23 @@ class Stream:
         steps = start + np.arange(cfg.frames) * stride
         where = f"{plan.ds.shards[k].url}: {s['__key__']}"
         try:
-            frames = resize_frames(sample_frames(s, plan.camera, steps, where), cfg.image_size)
+            frames = resize_frames(sample_frames(s, plan.camera, steps, where), cfg.image_size, cfg.aspect)
         except DataError as err:  # an undecodable frame costs only the clips that show it
             self._broken(err, plan.ds.shards[k].url, "samples")
             self.state.skipped["clips"] += 1
             return None
-        windows = np.stack([s["actions"][t:t + L] for t in steps])  # [F, L, native_dim]
-        tb = plan.tok.encode_native(windows, self.max_tokens)
         return {
             "frames": frames,
-            "action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots.astype(np.int32),
-            "action_steps": tb.steps.astype(np.int32), "action_overflow": tb.overflow,
+            "windows": np.stack([s["actions"][t:t + L] for t in steps]),  # [F, L, native_dim]: tokenized per batch
             "embodiment": plan.tok.spec.embodiment_token, "dataset": plan.index,
             "control_hz": np.float32(plan.ds.card.header.control_frequency_hz), "frame_stride": np.int64(stride),
             "instruction": s["meta"].get("instruction", ""),
             "key": f"{plan.ds.name}/{plan.ds.shards[k].episodes[e]}@{int(start)}",
         }
+
+
+def _as_is(item):
+    return item
 
 
 def collate(clips: list[dict]) -> dict:
@@ -314,6 +344,7 @@ class ClipLoader:
         registry = Registry(cfg.registry)
         if not cfg.datasets:
             raise DataError("loader: datasets: expected at least one dataset")
+        check_aspect(cfg.aspect, "loader: aspect")
         self.plans = [DatasetPlan(i, e, cfg, registry, n_streams) for i, e in enumerate(cfg.datasets)]
         self.max_tokens = cfg.max_action_tokens or max(p.tok.spec.max_tokens for p in self.plans)
         self.epoch_len = cfg.epoch_clips or sum(p.per_stream for p in self.plans)
@@ -321,6 +352,8 @@ class ClipLoader:
         self.epoch = 0
         self.consumed = 0  # batches consumed in this epoch
         self.states = {s: StreamState() for s in range(self.local_streams)}
+        self._source: DataLoader | None = None  # persistent workers, while they are in step with `states`
+        self._source_rot, self._workers_in_step = 0, False
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -341,18 +374,45 @@ class ClipLoader:
         if self.consumed >= self.batches_per_epoch:
             self._next_epoch()
         rot = self.consumed % self.local_streams  # the stream due next comes from worker 0
-        # DataLoader takes workers' batches in turn; with no workers it runs the one stream in this process.
-        # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG, which
-        # would shift the trainer's noise between a straight run and a resumed one (the clips do not use it).
-        source = DataLoader(_WorkerStreams(self, rot), batch_size=None, num_workers=self.num_workers,
-                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        if self._source is None or not self._workers_in_step:
+            self._close_workers()
+            # DataLoader takes workers' batches in turn; with no workers it runs the one stream in this process.
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG, which
+            # would shift the trainer's noise between a straight run and a resumed one (the clips do not use it).
+            # Persistent workers keep their streams (open plans, tokenizers, read shards) from one epoch to the next.
+            # collate_fn=_as_is: a batch's small arrays cross from the workers as numpy, pickled through the pipe, and
+            # only the frames as a tensor: every tensor is a shared-memory segment whose descriptor is handed over on
+            # its own socket connection, which cost ~0.5 ms of CPU per clip at 2 workers (benchmarks/README.md)
+            source = DataLoader(_WorkerStreams(self, rot), batch_size=None, num_workers=self.num_workers, collate_fn=_as_is,
+                                persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.cfg.seed))
+            if self.num_workers > 0:
+                self._source, self._source_rot = source, rot
+        else:
+            source = self._source
+        self._workers_in_step = False  # until this epoch has been consumed to its end
         for local, batch, state in source:
             local = int(local)
             self.states[local] = StreamState.from_json(state)
             self.consumed += 1
-            yield batch
+            yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
         if self.consumed >= self.batches_per_epoch:
             self._next_epoch()
+            # each worker's stream is exactly where ours is: reuse them, if their rotation is the new epoch's (0)
+            self._workers_in_step = self._source is not None and self._source_rot == 0
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_source": None, "_workers_in_step": False}  # workers never carry the parent's workers
+
+    def close(self) -> None:
+        """Stop the persistent workers now (they also stop when the loader is garbage-collected)."""
+        self._close_workers()
+
+    def _close_workers(self) -> None:
+        """Stop persistent workers that are ahead of what was consumed (an epoch left early, a state loaded)."""
+        source, self._source, self._workers_in_step = self._source, None, False
+        it = getattr(source, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
 
     def _next_epoch(self) -> None:
         self.epoch += 1
@@ -380,18 +440,27 @@ class ClipLoader:
             if sd.get(k) != v:
                 raise DataError(f"loader state: {k}: saved {str(sd.get(k))[:200]}, this loader has {str(v)[:200]}; "
                                 f"resume with the same datasets, batch size, seed, ranks and workers")
+        self._close_workers()
         self.epoch, self.consumed = int(sd["epoch"]), int(sd["consumed"])
         self.states = {int(k): StreamState.from_json(v) for k, v in sd["states"].items()}
 
 
 class _WorkerStreams(IterableDataset):
-    """Run by each DataLoader worker: worker w serves local stream (w + rot) % W."""
+    """Run by each DataLoader worker: worker w serves local stream (w + rot) % W. A persistent worker keeps its
+    stream from one epoch to the next and goes on from where it stopped, which is where the loader's state is."""
 
     def __init__(self, loader: ClipLoader, rot: int):
         self.loader, self.rot = loader, rot
+        self._stream: Stream | None = None  # set in the worker process
 
     def __iter__(self):
         info = get_worker_info()
         local = ((info.id if info is not None else 0) + self.rot) % self.loader.local_streams
-        for batch, state in self.loader._stream(local).batches():
+        if self._stream is None or info is None:
+            self._stream = self.loader._stream(local)
+        else:
+            self._stream.state.epoch_clips = 0  # the next epoch, as ClipLoader._next_epoch counts it
+        for batch, state in self._stream.batches():
+            if info is not None:  # the frames, most of a batch's bytes, cross in one shared-memory segment
+                batch["frames"] = torch.from_numpy(batch["frames"])
             yield local, batch, state

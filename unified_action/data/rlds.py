@@ -38,7 +38,7 @@ import numpy as np
 from unified_action.cards import DataCard
 from unified_action.cards.schema import Camera, ObservationField, RLDSSource
 from unified_action.data.episode import Episode
-from unified_action.data.shards import encode_image
+from unified_action.data.frames import encode_image
 from unified_action.errors import DataError
 
 _STEP_CHUNK = 1024  # steps batched per read of a TFRecord episode (batching all at once preallocates huge buffers)

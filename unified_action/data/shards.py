@@ -3,27 +3,37 @@
 A dataset directory holds
 
     manifest.json   what is there: the card, the sample layout version, and per shard its episodes, their
-                    lengths, its bytes and sha256 (the loader plans epochs from it without opening a tar)
+                    lengths, its bytes, sha256 and where its index is (the loader plans epochs from it without
+                    opening a tar)
     stats.json      per-dimension statistics of the native actions and of the unified slots
     <card>.md       the data card, with the dataset's size, action mapping and statistics added to its body
     <card>-<part>-<seq>.tar
 
-and one sample per episode (key = 8-digit episode index; webdataset groups members by that key):
+and one sample per episode (key = 8-digit episode index; webdataset groups members by that key). Layout 2:
 
-    <key>.meta.json                 card, episode, length, instruction, source, cameras {name: [H, W]}, layout
+    <key>.meta.json                 card, episode, length, instruction, source, layout, cameras {name: [H, W]},
+                                    block_steps, arrays {name: {dtype, shape, codec}} (every camera is one)
     <key>.action.npy                float64 [T, native_dim]: native actions, card fields flattened in card order
     <key>.proprio.npy               float32 [T, P]: proprio fields flattened in card order (if the card has any)
     <key>.reward.npy                float32 [T]
     <key>.discount.npy              float32 [T]
     <key>.flags.npy                 uint8 [T, 3]: is_first, is_last, is_terminal
-    <key>.<camera>.<t:06d>.png      frame t of each camera (or .jpg), encoded on its own
+    <key>.<array>.<t0:06d>.blk      steps [t0, t0 + block_steps) of a per-step array: a camera's frames, or any
+                                    other per-step array of the episode (`Episode.arrays`, e.g. cached latents),
+                                    each step encoded on its own (blocks.py: zlib by default, or png / jpeg)
+    __index__                       the shard's last member: every member's offset and size (shard_index.py)
 
-Why one episode per sample and one member per frame: the loader cuts clips of any length and stride out of
-an episode and decodes only the frames a clip needs; a fixed clip per sample would freeze the clip length
-into the data (benchmarks/README.md has the loader figures for this layout).
+Why one episode per sample: the loader cuts clips of any length and stride out of an episode, so a fixed clip
+per sample would freeze the clip length into the data. Why blocks of steps: layout 1 stored one PNG member per
+frame, and the loader spent most of its time on per-frame work (a tar header to parse and a PNG to decode per
+frame: benchmarks/README.md); a block is one member for 32 steps, and a zlib step decodes 8x faster than a
+PNG through PIL (blocks.py has the measurements). Why an index: a reader seeks straight to the members its clips need instead of parsing the whole tar.
+
+Layout 1 (one `<key>.<camera>.<t:06d>.png|jpg` member per frame, no blocks, no index) is still read.
 
 A shard is written to `<name>.tmp` and renamed when complete; its sidecar `<name>.json` (episodes, lengths,
-checksum) is renamed into place after it, and only a shard with its sidecar counts as finished.
+checksum, index) is renamed into place after it, and only a shard with its sidecar counts as finished. The same
+episodes and settings give byte-identical shards.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import io
 import json
 import os
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +52,18 @@ import numpy as np
 
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
+from unified_action.data.blocks import MAX_BLOCK_STEPS, ArraySpec, Block, block_member, block_starts, encode_block
 from unified_action.data.episode import Episode
+from unified_action.data.frames import DEFAULT_ASPECT, decode_image, resize_frames
+from unified_action.data.shard_index import INDEX_MEMBER, INDEX_VERSION
 from unified_action.errors import DataError
 
-LAYOUT_VERSION = 1
-IMAGE_FORMATS = {"png": "png", "jpeg": "jpg"}  # --image-format -> member extension
+LAYOUT_VERSION = 2  # what is written
+READ_LAYOUTS = (1, 2)  # what is read
+IMAGE_FORMATS = {"png": "png", "jpeg": "jpg"}  # layout 1: image format -> member extension
+FRAME_CODECS = ("zlib", "png", "jpeg")  # layout 2: --image-format -> block codec of the cameras
+DEFAULT_BLOCK_STEPS = 32
+MAX_STEPS = 10_000_000  # steps of one episode: 2.8 hours at 1 kHz
 SHARD_RE = re.compile(r"^(?P<card>.+)-(?P<part>\d{4})-(?P<seq>\d{5})\.tar$")
 
 
@@ -72,49 +90,30 @@ def npy_load(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def encode_image(frame: np.ndarray, fmt: str, quality: int = 95) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    if fmt == "png":
-        Image.fromarray(frame).save(buf, format="PNG", compress_level=3)  # ~2x faster than 6, ~5% larger
-    else:
-        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """uint8 [T, H, W, 3] -> [T, h, w, 3] with PIL's antialiased bilinear filter; None keeps the size."""
-    if size is None or frames.shape[1:3] == tuple(size):
-        return frames
-    from PIL import Image
-
-    h, w = size
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR, reducing_gap=None)) for f in frames])
-
-
 def frame_member(camera: str, t: int, ext: str) -> str:
+    """Layout 1: the member of frame t of a camera."""
     return f"{camera}.{t:06d}.{ext}"
 
 
-def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "png", image_size: tuple[int, int] | None = None,
-                      jpeg_quality: int = 95) -> dict[str, bytes]:
-    """An Episode -> webdataset sample members (the layout in the module docstring)."""
+def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", image_size: tuple[int, int] | None = None,
+                      jpeg_quality: int = 95, aspect: str = DEFAULT_ASPECT,
+                      block_steps: int = DEFAULT_BLOCK_STEPS) -> dict[str, bytes]:
+    """An Episode -> webdataset sample members (layout 2, in the module docstring)."""
     ep.check(card)
-    ext = IMAGE_FORMATS[image_format]
+    if image_format not in FRAME_CODECS:
+        raise DataError(f"image_format: '{image_format}', expected one of {', '.join(FRAME_CODECS)}")
+    if not 1 <= block_steps <= MAX_BLOCK_STEPS:
+        raise DataError(f"block_steps: {block_steps}, expected 1..{MAX_BLOCK_STEPS}")
     T = len(ep)
-    frames = {c.name: resize_frames(ep.frames[c.name], image_size) for c in card.header.cameras}
+    frames = {c.name: resize_frames(ep.frames[c.name], image_size, aspect) for c in card.header.cameras}
+    arrays = {name: (f, ArraySpec("uint8", tuple(f.shape[1:]), image_format)) for name, f in frames.items()}
+    for name, a in ep.arrays.items():  # other per-step arrays: lossless, whatever their dtype
+        arrays[name] = (a, ArraySpec(a.dtype.name, tuple(a.shape[1:]) or (1,), "zlib"))
     meta = {
         "layout": LAYOUT_VERSION, "card": card.name, "embodiment": card.embodiment, "episode": ep.index,
         "length": T, "instruction": ep.instruction, "source": ep.source, "image_format": image_format,
-        "cameras": {name: list(f.shape[1:3]) for name, f in frames.items()},
+        "cameras": {name: list(f.shape[1:3]) for name, f in frames.items()}, "aspect": aspect,
+        "block_steps": block_steps, "arrays": {name: spec.to_json() for name, (_, spec) in arrays.items()},
     }
     sample = {"__key__": f"{ep.index:08d}", "meta.json": json.dumps(meta).encode(),
               "action.npy": npy_bytes(ep.native_actions(card)),
@@ -124,9 +123,10 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "png", im
     proprio = ep.proprio_vector(card) if all(p.path in ep.proprio for p in card.header.proprio) else None
     if proprio is not None:
         sample["proprio.npy"] = npy_bytes(proprio)
-    for name, f in frames.items():
-        for t in range(T):
-            sample[frame_member(name, t, ext)] = encode_image(f[t], image_format, jpeg_quality)
+    for name, (a, spec) in arrays.items():
+        a = a.reshape(T, *spec.shape)
+        for t0 in block_starts(T, block_steps):
+            sample[block_member(name, t0)] = encode_block(a[t0:t0 + block_steps], spec, jpeg_quality)
     return sample
 
 
@@ -134,28 +134,61 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "png", im
 REQUIRED = ("meta.json", "action.npy", "reward.npy", "discount.npy", "flags.npy")
 
 
+def members_of(sample: dict):
+    """The sample's member suffixes: all of them, also those a reader through the index did not load."""
+    return sample.get("__members__") or sample.keys()
+
+
 def sample_meta(sample: dict, where: str) -> dict:
+    """The sample's metadata, checked (and kept in the sample: clips of one episode ask for it again and again)."""
+    if "__meta__" in sample:
+        return sample["__meta__"]
     if "__error__" in sample:  # found while reading the tar: a member given twice, a key repeated (iter_samples)
         raise DataError(f"{where}: {sample['__error__']}")
-    missing = [k for k in REQUIRED if k not in sample]
+    present = members_of(sample)
+    missing = [k for k in REQUIRED if k not in present]
     if missing:
         raise DataError(f"{where}: key '{missing[0]}' is missing (a sample needs {', '.join(REQUIRED)})")
     try:
         meta = json.loads(sample["meta.json"])
         int(meta["length"]), dict(meta["cameras"])
+        layout = int(meta.get("layout", 1))
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{where}: meta.json: not valid sample metadata ({e})") from None
+    if layout not in READ_LAYOUTS:
+        raise DataError(f"{where}: meta.json: layout {layout}, this version reads layouts {READ_LAYOUTS}")
+    if not 1 <= int(meta["length"]) <= MAX_STEPS:  # bounds the members a check expects, before any is listed
+        raise DataError(f"{where}: meta.json: length {meta['length']}, expected 1..{MAX_STEPS}")
+    if layout >= 2:
+        B = meta.get("block_steps")
+        if not (isinstance(B, int) and 1 <= B <= MAX_BLOCK_STEPS) or not isinstance(meta.get("arrays"), dict):
+            raise DataError(f"{where}: meta.json: block_steps: {str(B)[:20]}, expected 1..{MAX_BLOCK_STEPS}, and an arrays table")
+        specs = {str(n): ArraySpec.from_json(d, f"{where}: meta.json: arrays.{str(n)[:40]}") for n, d in meta["arrays"].items()}
+        for cam, hw in meta["cameras"].items():
+            if cam not in specs or list(specs[cam].shape) != [*list(hw), 3]:
+                raise DataError(f"{where}: meta.json: camera '{cam}' has no arrays entry of shape {hw} x 3")
+        meta["__specs__"] = specs
+    sample["__meta__"] = meta
     return meta
 
 
-def check_complete(sample: dict, meta: dict, where: str) -> None:
-    """Every frame member the metadata promises is there: a tar cut at a member boundary reads without error,
-    and its last sample simply ends early."""
-    ext = IMAGE_FORMATS.get(meta.get("image_format", "png"), "png")
+def _expected_members(meta: dict):
     T = int(meta["length"])
-    missing = [frame_member(c, t, ext) for c in meta["cameras"] for t in range(T) if frame_member(c, t, ext) not in sample]
+    if "__specs__" not in meta:  # layout 1: a member per frame
+        ext = IMAGE_FORMATS.get(meta.get("image_format", "png"), "png")
+        return [frame_member(c, t, ext) for c in meta["cameras"] for t in range(T)], T * len(meta["cameras"]), "frames"
+    names = [block_member(a, t0) for a in meta["__specs__"] for t0 in block_starts(T, meta["block_steps"])]
+    return names, len(names), "blocks"
+
+
+def check_complete(sample: dict, meta: dict, where: str) -> None:
+    """Every frame (layout 1) or block (layout 2) member the metadata promises is there: a tar cut at a member
+    boundary reads without error, and its last sample simply ends early."""
+    present = members_of(sample)
+    names, total, what = _expected_members(meta)
+    missing = [m for m in names if m not in present]
     if missing:
-        raise DataError(f"{where}: incomplete sample: {len(missing)} of {T * len(meta['cameras'])} frames missing, "
+        raise DataError(f"{where}: incomplete sample: {len(missing)} of {total} {what} missing, "
                         f"first key '{missing[0]}' (a truncated shard?)")
 
 
@@ -184,11 +217,38 @@ def sample_actions(sample: dict, card: DataCard, where: str, check_range: bool =
     return a
 
 
+def sample_steps(sample: dict, name: str, steps, where: str) -> np.ndarray:
+    """Steps `steps` of a layout-2 per-step array -> [len(steps), *shape]; only the blocks holding them are decoded,
+    and of those only these steps."""
+    meta = sample_meta(sample, where)
+    specs = meta.get("__specs__")
+    if specs is None or name not in specs:
+        raise DataError(f"{where}: per-step array '{name}' is not in the sample (arrays: {sorted(specs or ())})")
+    spec, B, T = specs[name], meta["block_steps"], int(meta["length"])
+    blocks = sample.setdefault("__blocks__", {})
+    out = np.empty((len(steps), *spec.shape), spec.dtype)
+    for j, t in enumerate(steps):
+        t = int(t)
+        if not 0 <= t < T:
+            raise DataError(f"{where}: step {t} of '{name}' is outside the episode's {T} steps")
+        t0 = t - t % B
+        blk = blocks.get((name, t0))
+        if blk is None:
+            member = block_member(name, t0)
+            if member not in sample:
+                raise DataError(f"{where}: key '{member}' is missing")
+            blk = blocks[(name, t0)] = Block(sample[member], min(B, T - t0), spec, f"{where}: {member}")
+        out[j] = blk.step(t - t0)
+    return out
+
+
 def sample_frames(sample: dict, camera: str, steps, where: str) -> np.ndarray:
     """Decode frames `steps` of `camera` -> uint8 [len(steps), H, W, 3]."""
     meta = sample_meta(sample, where)
     if camera not in meta["cameras"]:
         raise DataError(f"{where}: camera '{camera}' is not in the sample (cameras: {sorted(meta['cameras'])})")
+    if "__specs__" in meta:
+        return sample_steps(sample, camera, steps, where)
     ext = IMAGE_FORMATS.get(meta.get("image_format", "png"), "png")
     H, W = meta["cameras"][camera]
     out = []
@@ -225,10 +285,11 @@ def sample_to_episode(sample: dict, card: DataCard, where: str) -> Episode:
     proprio = _unflatten(npy_load(sample["proprio.npy"]), card.header.proprio) if "proprio.npy" in sample else {}
     flags = npy_load(sample["flags.npy"]).astype(bool)
     frames = {cam: sample_frames(sample, cam, range(T), where) for cam in meta["cameras"]}
+    arrays = {name: sample_steps(sample, name, range(T), where) for name in meta.get("__specs__", {}) if name not in frames}
     return Episode(card=meta["card"], index=int(meta["episode"]), frames=frames, actions=actions,
                    reward=npy_load(sample["reward.npy"]), is_first=flags[:, 0], is_last=flags[:, 1],
                    is_terminal=flags[:, 2], instruction=meta.get("instruction", ""), proprio=proprio,
-                   discount=npy_load(sample["discount.npy"]), source=meta.get("source", ""))
+                   discount=npy_load(sample["discount.npy"]), source=meta.get("source", ""), arrays=arrays)
 
 
 # ----------------------------------------------------------------------------------------- shard files
@@ -360,6 +421,7 @@ class ShardInfo:
 class ShardWriter:
     """Writes samples into `<out>/<card>-<part>-<seq>.tar`, starting a new shard past `target_bytes`.
 
+    Members go in sorted order within a sample (as webdataset writes them), then the index as the last member.
     Each shard is written as `.tmp` and renamed when complete; `on_shard(info, stats_rows)` runs after that
     with the shard's native action rows, so the caller can record the sidecar and statistics."""
 
@@ -371,40 +433,51 @@ class ShardWriter:
         self._episodes: list[int] = []
         self._lengths: list[int] = []
         self._rows: list[np.ndarray] = []
+        self._index: list[list] = []
 
     def _name(self) -> str:
         return f"{self.card}-{self.part:04d}-{self.seq:05d}.tar"
 
-    def write(self, sample: dict[str, bytes], actions: np.ndarray) -> None:
-        import webdataset as wds
+    def _add(self, name: str, data: bytes) -> list:
+        ti = tarfile.TarInfo(name)
+        # mtime fixed: the same episodes give byte-identical shards (and checksums) on every run; an int: a float
+        # mtime makes tarfile add a 1 KiB PAX header to every member
+        ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = len(data), 0, 0o444, "bigdata", "bigdata"
+        self._tar.addfile(ti, io.BytesIO(data))
+        return [name, self._tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE, len(data)]
 
+    def write(self, sample: dict[str, bytes], actions: np.ndarray) -> None:
         if self._tar is None:
             self._file = open(self.out / (self._name() + ".tmp"), "wb")  # noqa: SIM115  (spans writes; finish_shard closes it)
             self._hash = _HashingFile(self._file)
-            # mtime fixed: the same episodes give byte-identical shards (and checksums) on every run
-            # an int: a float mtime makes tarfile add a 1 KiB PAX header to every member (~30% of a shard)
-            self._tar = wds.TarWriter(self._hash, encoder=False, mtime=0)
-        self._tar.write(sample)
-        self._episodes.append(int(sample["__key__"]))
+            # PAX headers appear only for a name past 100 characters; spans writes, finish_shard closes it
+            self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        key = sample["__key__"]
+        for k in sorted(k for k in sample if not k.startswith("_")):
+            self._index.append(self._add(f"{key}.{k}", sample[k]))
+        self._episodes.append(int(key))
         self._lengths.append(len(actions))
         self._rows.append(actions)
-        if self._hash.size >= self.target:
+        if self._tar.offset >= self.target:
             self.finish_shard()
 
     def finish_shard(self) -> None:
         if self._tar is None:
             return
+        index = json.dumps({"version": INDEX_VERSION, "members": self._index}, separators=(",", ":")).encode()
+        _, offset, size = self._add(INDEX_MEMBER, index)
         self._tar.close()  # also closes the hashing wrapper, not the file
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         name = self._name()
         os.replace(self.out / (name + ".tmp"), self.out / name)
-        info = ShardInfo(name, self._episodes, self._lengths, self._hash.size, self._hash.sha.hexdigest(), self.part)
+        info = ShardInfo(name, self._episodes, self._lengths, self._hash.size, self._hash.sha.hexdigest(), self.part,
+                         {"index": [offset, size]})
         if self.on_shard is not None:
             self.on_shard(info, np.concatenate(self._rows))
         self._tar = self._file = self._hash = None
-        self._episodes, self._lengths, self._rows = [], [], []
+        self._episodes, self._lengths, self._rows, self._index = [], [], [], []
         self.seq += 1
 
     def close(self) -> None:

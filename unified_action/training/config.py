@@ -44,6 +44,8 @@ class DataSection(_Strict):
     context_frames: int = Field(2, ge=1)
     future_frames: int = Field(6, ge=1)
     image_size: tuple[int, int] = (64, 64)
+    # frames stored at another aspect ratio than image_size: pad (letterbox, the default), crop (centre) or stretch
+    aspect: Literal["pad", "crop", "stretch"] = "pad"
     clip_stride: int | None = None
     num_workers: int = Field(2, ge=0)
     strict: bool = True

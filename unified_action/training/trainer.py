@@ -186,8 +186,8 @@ class Trainer:
         loader_cfg = LoaderConfig(
             datasets=tuple(MixtureEntry(**e.model_dump()) for e in cfg.data.datasets), registry=cfg.data.registry,
             context_frames=cfg.data.context_frames, future_frames=cfg.data.future_frames,
-            image_size=tuple(cfg.data.image_size), clip_stride=cfg.data.clip_stride, batch_size=cfg.train.micro_batch,
-            seed=cfg.train.seed, strict=cfg.data.strict, allow_pipe=cfg.data.allow_pipe)
+            image_size=tuple(cfg.data.image_size), aspect=cfg.data.aspect, clip_stride=cfg.data.clip_stride,
+            batch_size=cfg.train.micro_batch, seed=cfg.train.seed, strict=cfg.data.strict, allow_pipe=cfg.data.allow_pipe)
         self.loader = loader = ClipLoader(loader_cfg, dist.rank, dist.world_size, num_workers=cfg.data.num_workers)
         self.names = names = [p.ds.card.name for p in loader.plans]
 
