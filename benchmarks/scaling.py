@@ -43,7 +43,20 @@ SIZES = ("small", "base", "large")
 CONFIG_GPUS = {"small": 8, "base": 16, "large": 64}
 # ClipLoader CPU per 8-frame 64x64 PNG clip, layout v1, 2 workers (benchmarks/README.md, "Data pipeline"); scaled
 # linearly to a clip's frames to estimate the loader cores a GPU needs at 64x64 (other sizes: not measured)
-LOADER_CPU_MS_PER_8_FRAMES_64PX = 3.41
+# the loader's CPU per 8-frame 64x64 clip: benchmarks/data.py's measurement when its JSON is there (2 workers,
+# every thread and process counted), else the layout-1 figure of benchmarks/README.md
+LOADER_CPU = {"ms_per_clip": 3.41, "source": "layout 1, 64x64 PNG, benchmarks/README.md"}
+FORMATS = ("zlib", "png", "jpeg")  # layout 2's frame codecs (unified_action.data.shards.FRAME_CODECS)
+DEFAULT_FORMAT = "zlib"  # WriteSettings().image_format
+
+
+def read_loader_cpu(path: Path) -> None:
+    """Take the loader's CPU ms per clip from benchmarks/data.py's JSON, if it has one."""
+    try:
+        clips = json.loads(path.read_text())["clips"]["ClipLoader (2 workers)"]
+        LOADER_CPU.update(ms_per_clip=float(clips["cpu_ms_per_clip"]), source=f"measured, {path.name}, 2 workers")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 ACTION_DIMS = 7  # OXE's common action: xyz delta, rotation delta, gripper (Octo/OpenVLA standardize to this)
 CSV_COLUMNS = ("name", "episodes", "steps", "steps_episodes", "control_hz", "camera", "octo_magic_soup_weight",
                "episodes_source", "steps_source", "hz_source", "camera_source", "note")
@@ -165,7 +178,7 @@ def measure_bytes_per_frame(episodes: int, steps: int, work: Path, log=print) ->
                       workers=1, settings=WriteSettings(image_size=None), progress=False)
         log(f"{name}: recorded {episodes} x {steps} steps at {native}x{native} in {time.perf_counter() - t0:.0f} s")
         res = {}
-        for fmt in ("png", "jpeg"):
+        for fmt in FORMATS:
             for r in RESOLUTIONS:
                 d = work / f"{name}_{fmt}_{r}"
                 write_dataset(SourceSpec(card_path=str(card), kind="shards", root=str(raw)), d, workers=1,
@@ -173,10 +186,10 @@ def measure_bytes_per_frame(episodes: int, steps: int, work: Path, log=print) ->
                 res[f"{fmt}_{r}"] = _per_frame(d) | {"upsampled": r > native}
         out["sources"][name] = {"native": native, "card": str(card.relative_to(ROOT)) if card.is_relative_to(ROOT)
                                 else f"data_cards/metaworld_pick_place.md rendered at {native}x{native}", "resolutions": res}
-    # the plan uses the default format (PNG) of the source rendered at or above every resolution
+    # the plan uses the default frame codec of the source rendered at or above every resolution
     mw = out["sources"]["metaworld_256"]["resolutions"]
-    out["bytes_per_frame"] = {str(r): mw[f"png_{r}"]["bytes_per_frame"] for r in RESOLUTIONS}
-    out["measured_on"] = "metaworld_256, png (the default --image-format)"
+    out["bytes_per_frame"] = {str(r): mw[f"{DEFAULT_FORMAT}_{r}"]["bytes_per_frame"] for r in RESOLUTIONS}
+    out["measured_on"] = f"metaworld_256, {DEFAULT_FORMAT} (the default --image-format)"
     return out
 
 
@@ -263,9 +276,9 @@ def plan(datasets: list[dict], bpf: dict, models: dict, configs: dict, gpu: str,
         # frame in two clips: an epoch is two passes, and reads the stored bytes once.
         bytes_per_clip = storage[res] / (2 * clips) if res in storage else None
         run_clips = c["steps"] * c["global_batch"]
-        cores = rate * LOADER_CPU_MS_PER_8_FRAMES_64PX * F / 8 / 1e3 if res == 64 else None
+        cores = rate * LOADER_CPU["ms_per_clip"] * F / 8 / 1e3 if res == 64 else None
         out["sizes"][size] = {
-            "loader_cores_per_gpu_v1": cores,
+            "loader_cores_per_gpu": cores,
             "image_size": res, "frames_per_clip": F, "parameters": m["parameters"], "flops_per_clip": m["flops_per_clip"],
             "clips_per_pass": clips, "clips_per_s_per_gpu": rate,
             "gpu_hours_per_pass": clips * m["flops_per_clip"] / (peak * mfu) / 3600,
@@ -316,15 +329,15 @@ def markdown(result: dict) -> str:
              "| resolution | bytes/frame | of which frame payload |", "|---|---|---|"]
     src = result["bytes"].get("sources", {}).get("metaworld_256", {}).get("resolutions", {})
     for r in RESOLUTIONS:
-        pay = src.get(f"png_{r}", {}).get("frame_payload_bytes")
+        pay = src.get(f"{DEFAULT_FORMAT}_{r}", {}).get("frame_payload_bytes")
         lines.append(f"| {r}x{r} | {b['bytes_per_frame'][str(r)]:,.0f} | {f'{pay:,.0f}' if pay else 'n/a'} |")
     if src:
         lines += ["", "Other measured sources and formats (bytes/frame; 'up' = upsampled above the native render):", "",
-                  "| source | " + " | ".join(f"{f} {r}" for f in ("png", "jpeg") for r in RESOLUTIONS) + " |",
-                  "|---|" + "---|" * 6]
+                  "| source | " + " | ".join(f"{f} {r}" for f in FORMATS for r in RESOLUTIONS) + " |",
+                  "|---|" + "---|" * (len(FORMATS) * len(RESOLUTIONS))]
         for name, s in result["bytes"]["sources"].items():
             cells = [f"{s['resolutions'][f'{f}_{r}']['bytes_per_frame']:,.0f}{' up' if s['resolutions'][f'{f}_{r}']['upsampled'] else ''}"
-                     for f in ("png", "jpeg") for r in RESOLUTIONS]
+                     for f in FORMATS for r in RESOLUTIONS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for scope, title in (("published", "published step counts only"),
                          ("extrapolated", "all listed episodes, uncovered steps extrapolated")):
@@ -341,9 +354,9 @@ def markdown(result: dict) -> str:
                          f"| {_si(s['clips_per_pass'])} | {s['clips_per_s_per_gpu']:,.0f} | {s['gpu_hours_per_pass']:.3g} "
                          f"| {s['read_mb_s_per_gpu']:.1f} | {_si(run['clips'])}, {run['passes']:.1f}, "
                          f"{run['gpu_hours']:,.0f}, {run['wall_hours']:,.1f} on {run['gpus']} |")
-        cores = {k: v["loader_cores_per_gpu_v1"] for k, v in q["sizes"].items() if v["loader_cores_per_gpu_v1"]}
-        lines += ["", "Loader CPU cores a GPU needs at that rate (layout v1, 64x64 PNG, from the measured "
-                  f"{LOADER_CPU_MS_PER_8_FRAMES_64PX} ms per 8-frame clip): "
+        cores = {k: v["loader_cores_per_gpu"] for k, v in q["sizes"].items() if v["loader_cores_per_gpu"]}
+        lines += ["", f"Loader CPU cores a GPU needs at that rate ({LOADER_CPU['source']}: "
+                  f"{LOADER_CPU['ms_per_clip']} ms per 8-frame clip): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in cores.items()) + "."]
         short = q["sizes"]["small"]["datasets_shorter_than_clip"]
         if scope == "published":
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.mfu <= 1:
         fail(f"--mfu: {args.mfu} must be in (0, 1]")
     rows = load_mixture(args.datasets)
+    read_loader_cpu(RESULTS / "data.json")
     if args.bytes_per_frame_json:
         bpf = bytes_from_json(args.bytes_per_frame_json)
     else:
