@@ -93,3 +93,14 @@ def test_clips_are_spread_over_episodes():
 
     keys = ["d/4@0", "d/4@8", "d/4@16", "d/3@0", "d/3@8"]
     assert spread_over_episodes(keys, 3) == [0, 3, 1] and spread_over_episodes(keys, 9) == [0, 3, 1, 4, 2]
+
+
+def test_held_out_frames_are_fitted_as_the_training_job_fitted_them():
+    from unified_action.evaluation.rollouts import trained_aspect
+
+    job = lambda aspect: {"trained": {"run": {"job": {"data": {"aspect": aspect}}}}}  # noqa: E731
+    assert trained_aspect(job("crop")) == "crop" and trained_aspect(job("stretch")) == "stretch"
+    assert trained_aspect({"trained": {"step": 3}}) == "pad"  # an export from before the option: the default
+    assert trained_aspect({"trained": {"run": "not a mapping"}}) == "pad"
+    with pytest.raises(DataError, match=r"trained\.run\.job\.data\.aspect: 'squash'.*expected one of"):
+        trained_aspect(job("squash"))

@@ -116,14 +116,15 @@ def episode_of(key: str) -> str:
 
 
 def collect_clips(path: str | Path, registry: Registry, episodes: tuple[int, int], model, context_frames: int,
-                  horizon: int, limit: int, seed: int, batch_size: int = 8) -> dict:
+                  horizon: int, limit: int, seed: int, batch_size: int = 8, aspect: str = "pad") -> dict:
     """Up to `limit` clips of episodes [lo, hi) of one dataset, as the training loader cuts them, concatenated:
     arrays with a leading clip axis, and 'key' a list of 'dataset/episode@start'."""
     from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
 
     cfg = LoaderConfig(datasets=(MixtureEntry(str(path), episodes=tuple(episodes)),), registry=str(registry.root),
                        context_frames=context_frames, future_frames=horizon, image_size=tuple(model.cfg.image_size),
-                       batch_size=max(1, min(batch_size, limit)), seed=seed, max_action_tokens=model.cfg.max_action_tokens)
+                       batch_size=max(1, min(batch_size, limit)), seed=seed, max_action_tokens=model.cfg.max_action_tokens,
+                       aspect=aspect)
     loader = ClipLoader(cfg, rank=0, world_size=1)
     parts: dict[str, list] = {}
     n = 0
@@ -166,14 +167,14 @@ def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | No
 
 def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
                      horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
-                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True) -> DatasetResult:
+                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = "pad") -> DatasetResult:
     ds = open_dataset(path)
     rng = tuple(episodes) if episodes is not None else default_heldout(ds.episodes)
     if not 0 <= rng[0] < rng[1] <= ds.episodes:
         raise DataError(f"{ds.root}: episodes: [{rng[0]}, {rng[1]}) is not a non-empty range within the dataset's "
                         f"{ds.episodes} episodes")
     C, H = context_frames, horizon
-    data = collect_clips(path, registry, rng, model, C, H, clips, seed)
+    data = collect_clips(path, registry, rng, model, C, H, clips, seed, aspect=aspect)
     keys = data["key"]
     notes = []
     # counterfactual actions: another held-out clip of another episode; when the held-out range is one episode,
@@ -182,7 +183,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
     if len({episode_of(k) for k in keys}) < 2 and ds.episodes > 1:
         other = (0, rng[0]) if rng[0] > 0 else (rng[1], ds.episodes)
         try:
-            extra = collect_clips(path, registry, other, model, C, H, clips, seed + 1)
+            extra = collect_clips(path, registry, other, model, C, H, clips, seed + 1, aspect=aspect)
             pool = {k: (pool[k] + extra[k]) if k == "key" else np.concatenate([pool[k], extra[k]]) for k in pool}
             notes.append(f"counterfactual actions from episodes [{other[0]}, {other[1]}): the held-out range is one episode")
         except DataError as e:  # too short to cut a clip from: dPSNR stays undefined, said in the report
@@ -248,6 +249,18 @@ def check_embodiments(paths: list[Path], config: dict) -> None:
         seen[name] = p
 
 
+def trained_aspect(config: dict) -> str:
+    """How the model's training job fitted frames of another aspect ratio (data.aspect), so held-out frames are
+    fitted the same way; exports from before the option have none: the default."""
+    from unified_action.data.frames import DEFAULT_ASPECT, check_aspect
+
+    node = config
+    for key in ("trained", "run", "job", "data"):
+        node = node.get(key) if isinstance(node, dict) else None
+    aspect = node.get("aspect", DEFAULT_ASPECT) if isinstance(node, dict) else DEFAULT_ASPECT
+    return check_aspect(aspect, "export config.json: trained.run.job.data.aspect")
+
+
 def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, datasets: list[str | Path], *,
              episodes: tuple[int, int] | None = None, context_frames: int = 2, horizon: int = 6, clips: int = 16,
              steps: int = 1, guidance: float = 1.0, min_change: float = 3.0, seed: int = 0, device: str = "cpu", examples: int = 3,
@@ -271,8 +284,9 @@ def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, dat
     check_embodiments(paths, config)
     dev = torch.device(device)
     model = model.to(dev).eval()
+    aspect = trained_aspect(config)
     results = [evaluate_dataset(model, reg, p, episodes, context_frames=context_frames, horizon=horizon, clips=clips,
                                 steps=steps, seed=seed, device=dev, examples=examples, guidance=guidance,
-                                min_change=min_change, progress=progress)
+                                min_change=min_change, progress=progress, aspect=aspect)
                for p in paths]
     return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results)
