@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from unified_action.data.dataset import open_dataset
+from unified_action.data.frames import DEFAULT_ASPECT, check_aspect
 from unified_action.errors import DataError, UnifiedActionError
 from unified_action.evaluation import metrics as M
 from unified_action.models.batch import ACTION_KEYS
@@ -116,7 +117,7 @@ def episode_of(key: str) -> str:
 
 
 def collect_clips(path: str | Path, registry: Registry, episodes: tuple[int, int], model, context_frames: int,
-                  horizon: int, limit: int, seed: int, batch_size: int = 8, aspect: str = "pad") -> dict:
+                  horizon: int, limit: int, seed: int, batch_size: int = 8, aspect: str = DEFAULT_ASPECT) -> dict:
     """Up to `limit` clips of episodes [lo, hi) of one dataset, as the training loader cuts them, concatenated:
     arrays with a leading clip axis, and 'key' a list of 'dataset/episode@start'."""
     from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
@@ -167,7 +168,7 @@ def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | No
 
 def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
                      horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
-                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = "pad") -> DatasetResult:
+                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = DEFAULT_ASPECT) -> DatasetResult:
     ds = open_dataset(path)
     rng = tuple(episodes) if episodes is not None else default_heldout(ds.episodes)
     if not 0 <= rng[0] < rng[1] <= ds.episodes:
@@ -252,8 +253,6 @@ def check_embodiments(paths: list[Path], config: dict) -> None:
 def trained_aspect(config: dict) -> str:
     """How the model's training job fitted frames of another aspect ratio (data.aspect), so held-out frames are
     fitted the same way; exports from before the option have none: the default."""
-    from unified_action.data.frames import DEFAULT_ASPECT, check_aspect
-
     node = config
     for key in ("trained", "run", "job", "data"):
         node = node.get(key) if isinstance(node, dict) else None

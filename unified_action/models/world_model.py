@@ -38,8 +38,8 @@ reported failure):
   guidance over actions (guidance > 1 strengthens control, Vid2World's causal action guidance; measured on
   the demo: +0.1-0.3 dB dPSNR for 0.1-0.6 dB PSNR, so off by default);
 - half the clips are trained with temporal attention cut to each frame alone: from the previous frame only,
-  the motion must come from the actions (with the history, momentum explains most of it); measured at 600
-  steps: 0.5 beat 0.25 and 1.0 (which never trains the history the rollout uses);
+  the motion must come from the actions (with the history, momentum explains most of it); at 600 steps 0.5
+  beat 1.0 (which never trains the history the rollout uses); 0.25, the earlier value, was measured at 300;
 - clips are weighted by 1 / (mean squared change + balance_eps): CarRacing's scrolling road changes many
   more pixels than Push-T's dot or Pong's ball and would otherwise own the gradient (with it, Pong rose
   above copy-last at every step, +0.5..+0.8 dB from exactly copy-last, while its screen was squashed into
@@ -113,9 +113,9 @@ class ModelConfig:
     prefix_loss_weight: float = 0.1  # a clean frame's target is in its input: weigh it down, keep it
     # share of clips trained with temporal attention cut to each frame alone: from its previous frame the motion
     # can only come from the actions (with the whole history, momentum explains most of it, and the actions stay unused)
-    isolate_prob: float = 0.5  # measured: 0.25 / 0.5 / 1.0 (benchmarks/README.md)
+    isolate_prob: float = 0.5  # measured: 0.5 vs 1.0 at 600 steps (benchmarks/README.md)
     # clips weighted by 1 / (their mean squared change + balance_eps), normalised to mean 1 in the batch (0 = off):
-    # CarRacing's scrolling road changes ~10x more pixels than Push-T's dot or Pong's ball, and would otherwise
+    # CarRacing's scrolling road changes many more pixels than Push-T's dot or Pong's ball, and would otherwise
     # own the gradient; eps (~ a 4-level change everywhere) keeps a frame that does not move from being blown up
     balance_eps: float = 1e-3
 
