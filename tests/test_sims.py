@@ -49,3 +49,20 @@ def test_policies_are_seeded_and_vary():
     acts = np.array([s() for _ in range(500)])
     changes = (np.diff(acts) != 0).mean()
     assert 0.02 < changes < 0.2 and len(set(acts.tolist())) > 10
+
+
+def test_a_cards_sticky_repeat_sets_how_often_the_discrete_policy_changes(cards_dir):
+    """Pong's card asks for shorter runs than the default (its paddle sits at a wall otherwise)."""
+    from gymnasium import spaces
+
+    from unified_action.cards import load_card
+    from unified_action.policies import policy_for_space
+
+    repeat = load_card(cards_dir / "ale_pong.md").header.source.sticky_repeat
+    assert repeat == 0.6
+    rates = {}
+    for r in (0.9, repeat):
+        pol = policy_for_space(spaces.Discrete(18), seed=0, repeat=r)
+        acts = np.array([pol() for _ in range(2000)])
+        rates[r] = (np.diff(acts) != 0).mean()
+    assert abs(rates[0.9] - 0.1 * 17 / 18) < 0.03 and abs(rates[repeat] - 0.4 * 17 / 18) < 0.04

@@ -62,19 +62,19 @@ class StickyRandom:
         return self.a
 
 
-def policy_for_space(space, seed: int, style: str = "smooth"):
+def policy_for_space(space, seed: int, style: str = "smooth", repeat: float = 0.9):
     """A behaviour policy for a gymnasium Box (style 'smooth' or 'waypoint'), Discrete, MultiDiscrete or
-    MultiBinary space."""
+    MultiBinary space; `repeat`: the discrete policies' chance to repeat the last action (StickyRandom)."""
     from gymnasium import spaces
 
     if isinstance(space, spaces.Box):
         return (WaypointRandom if style == "waypoint" else SmoothRandom)(space.low, space.high, seed)
     if isinstance(space, spaces.Discrete):
-        sticky = StickyRandom(int(space.n), seed)
+        sticky = StickyRandom(int(space.n), seed, repeat)
         return lambda: int(space.start + sticky())
     if isinstance(space, spaces.MultiBinary):
-        return StickyRandom(2, seed, shape=tuple(np.atleast_1d(space.n)))
+        return StickyRandom(2, seed, repeat, shape=tuple(np.atleast_1d(space.n)))
     if isinstance(space, spaces.MultiDiscrete):
-        sticky = StickyRandom(int(space.nvec.max()), seed, shape=space.nvec.shape)
+        sticky = StickyRandom(int(space.nvec.max()), seed, repeat, shape=space.nvec.shape)
         return lambda: np.minimum(sticky(), space.nvec - 1)
     raise TypeError(f"no behaviour policy for action space {space}")

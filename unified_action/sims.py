@@ -98,7 +98,7 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
             # episode does not depend on which episodes this process recorded before it.
             env.reset(seed=seed + i)
             obs, _ = env.reset(seed=seed + i)
-            policy = policy_for_space(env.action_space, seed + i, style)
+            policy = policy_for_space(env.action_space, seed + i, style, card.header.source.sticky_repeat)
             for _ in range(card.header.source.warmup_steps):  # not recorded: e.g. a camera animation no action affects
                 obs, *_ = env.step(policy())
             frames = {c.name: [] for c in card.header.cameras}
@@ -144,7 +144,7 @@ def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, ste
     out = []
     try:
         for e in range(episodes):
-            policy = policy_for_space(env.action_space, seed + e, style)
+            policy = policy_for_space(env.action_space, seed + e, style, card.header.source.sticky_repeat)
             if step_env:
                 env.reset(seed=seed + e)
             actions = []

@@ -86,6 +86,8 @@ MALFORMED = [
     ("discrete kind with continuous slots", _set(["tokenizer", "kind"], "discrete"), r"tokenizer\.kind: 'discrete' takes only binary and categorical slots.*; use 'bin' or 'fast'"),
     ("chunk length", _set(["tokenizer", "chunk_length"], 0), r"tokenizer\.chunk_length: Input should be greater than 0"),
     ("duplicate camera", _set(["cameras"], [{"name": "a", "key": "x", "height": 1, "width": 1}] * 2), r"cameras: camera name 'a' is used twice"),
+    ("crop leaves nothing", _set(["cameras"], [{"name": "a", "key": "x", "height": 8, "width": 8, "crop": {"top": 4, "bottom": 4}}]),
+     r"cameras\[0\]: .*crop top\+bottom 8 >= height 8"),
     ("path twice", _set(["action", 1, "path"], "action/delta"), r"action\[1\]\.path: 'action/delta' is mapped twice"),
 ]
 

@@ -4,6 +4,7 @@ and layout 1 datasets still read, giving the very clips layout 2 gives."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,7 @@ from support import CARDS
 
 from data.test_loader import config, run, same_batches
 from unified_action.cards import load_card
+from unified_action.cards.schema import Crop
 from unified_action.data.blocks import block_member
 from unified_action.data.convert import SourceSpec, WriteSettings, write_dataset
 from unified_action.data.episode import Episode
@@ -56,6 +58,17 @@ def test_steps_spanning_two_blocks_decode_only_those_blocks():
     del s[block_member("top_down", 16)]
     with pytest.raises(DataError, match="key 'top_down.000016.blk' is missing"):
         sample_frames(s, "top_down", [17], "x")
+
+
+def test_a_cameras_crop_is_cut_before_the_frames_are_fitted():
+    """The card's region of interest (crop) is what the shards keep: cut from the native frame, then resized."""
+    cam = CARD.header.cameras[0].model_copy(update={"crop": Crop(top=2, bottom=6, left=4)})
+    card = replace(CARD, header=CARD.header.model_copy(update={"cameras": [cam]}))
+    ep = _episode(3)
+    s = episode_to_sample(ep, card, image_size=(8, 12))
+    back = sample_to_episode(s, card, "x")
+    assert np.array_equal(back.frames["top_down"], ep.frames["top_down"][:, 2:10, 4:16])  # 8x12 region: no resize
+    assert json.loads(s["meta.json"])["cameras"] == {"top_down": [8, 12]}
 
 
 def test_array_names_are_checked():

@@ -101,9 +101,25 @@ def test_one_step_moves_every_part_including_the_actions():
         opt.step()
     parts = {"blocks": model.blocks, "final": model.final, "token": model.actions.token, "value": model.actions.value,
              "pool": model.actions.kv_proj, "action_tokens": model.action_tokens, "action_vector": model.action_vector,
-             "interval": model.interval_embed, "t_embed": model.t_embed}
+             "interval": model.interval_embed, "t_embed": model.t_embed,
+             **({"field": model.field_act} if model.cfg.action_field else {})}
     for name, m in parts.items():
         assert sum(float(p.grad.abs().sum()) for p in m.parameters() if p.grad is not None) > 0, name
+
+
+def test_the_action_field_depends_on_where_a_patch_is():
+    """Changing the actions changes the field's term differently at different patches (cond_in's term changes alike
+    at all of them): the field is an interaction of position and action, not a sum."""
+    torch.manual_seed(0)
+    model = WorldModel(tiny(action_field=True)).eval()
+    a, b = make_batch(model.cfg, seed=0), make_batch(model.cfg, seed=1)
+    b["frames"] = a["frames"]
+    va, vb = model.conditioning(a).vector, model.conditioning(b).vector
+    change = model.position_action_term(va) - model.position_action_term(vb)  # [B, F, N, W]
+    spread = (change - change.mean(dim=2, keepdim=True)).abs().amax()
+    assert spread > 0.05 * change.abs().amax() > 0
+    off = WorldModel(tiny(action_field=False))
+    assert not any(n.startswith("field_") for n, _ in off.named_parameters())
 
 
 def test_bf16_forward_as_under_deepspeed():
@@ -246,6 +262,9 @@ def test_config_round_trip_through_json():
     again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and isinstance(again.image_size, tuple)
     assert ModelConfig(size="base").width == MODEL_SIZES["base"]["width"]
+    # an export written before the action field existed has no such key and no such layers: it loads without them
+    older = {k: v for k, v in cfg.to_dict().items() if k != "action_field"}
+    assert cfg.action_field and not ModelConfig.from_dict(older).action_field
 
 
 def test_config_errors_name_the_problem():

@@ -71,6 +71,9 @@ class GymnasiumSource(_Strict):
     # steps run (under the behaviour policy) before recording starts: e.g. CarRacing's camera zoom-in, which no
     # action affects, would teach a world model that actions do nothing
     warmup_steps: int = Field(default=0, ge=0, le=10_000)
+    # a discrete behaviour policy's chance to repeat its last action each step (policies.StickyRandom): long runs
+    # pin Pong's paddle to a wall, where no action moves it
+    sticky_repeat: float = Field(default=0.9, ge=0.0, lt=1.0)
 
     @field_validator("env_id")
     @classmethod
@@ -114,6 +117,13 @@ class NumpySource(_Strict):
 Source = Annotated[GymnasiumSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
 
 
+class Crop(_Strict):
+    top: int = Field(0, ge=0, le=8192)
+    bottom: int = Field(0, ge=0, le=8192)
+    left: int = Field(0, ge=0, le=8192)
+    right: int = Field(0, ge=0, le=8192)
+
+
 class Camera(_Strict):
     name: str = Field(pattern=SLUG, max_length=200)
     key: Name = Field(description="path of the image in an observation, e.g. 'observation/image'")
@@ -121,6 +131,26 @@ class Camera(_Strict):
     width: int = Field(gt=0, le=8192)
     # Some simulators hand images over upside down (Meta-World's MuJoCo cameras); recording flips them back.
     flip_vertical: bool = False
+    # The region of interest, as pixels cut from each edge before the frame is fitted to the shards' size: a
+    # game's playfield without its score bar and borders fills more of a 64x64 frame (Pong's paddle: 1x5
+    # pixels letterboxed, 2x6 with the playfield alone)
+    crop: Crop | None = None
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> Camera:
+        c = self.crop
+        if c is not None and c.top + c.bottom >= self.height:
+            raise ValueError(f"crop top+bottom {c.top + c.bottom} >= height {self.height}")
+        if c is not None and c.left + c.right >= self.width:
+            raise ValueError(f"crop left+right {c.left + c.right} >= width {self.width}")
+        return self
+
+    def cropped(self, frames):
+        """frames [T, H, W, 3] -> the region of interest (all of it without a crop)."""
+        c = self.crop
+        if c is None:
+            return frames
+        return frames[:, c.top:frames.shape[1] - c.bottom, c.left:frames.shape[2] - c.right]
 
 
 class Range(_Strict):

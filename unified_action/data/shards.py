@@ -105,7 +105,7 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", i
     if not 1 <= block_steps <= MAX_BLOCK_STEPS:
         raise DataError(f"block_steps: {block_steps}, expected 1..{MAX_BLOCK_STEPS}")
     T = len(ep)
-    frames = {c.name: resize_frames(ep.frames[c.name], image_size, aspect) for c in card.header.cameras}
+    frames = {c.name: resize_frames(c.cropped(ep.frames[c.name]), image_size, aspect) for c in card.header.cameras}
     arrays = {name: (f, ArraySpec("uint8", tuple(f.shape[1:]), image_format)) for name, f in frames.items()}
     for name, a in ep.arrays.items():  # other per-step arrays: lossless, whatever their dtype
         arrays[name] = (a, ArraySpec(a.dtype.name, tuple(a.shape[1:]) or (1,), "zlib"))
