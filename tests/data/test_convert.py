@@ -62,6 +62,7 @@ def test_record_reads_back_exactly(tmp_path, card, steps):
     back = list(ds.iter_episodes())
     assert len(back) == 2
     for a, b in zip(truth, back):
+        a.frames = {cam.name: cam.cropped(a.frames[cam.name]) for cam in c.header.cameras}  # shards keep the card's crop
         assert_same_episode(a, b)
         assert a.frames[c.header.cameras[0].name].std() > 0  # a real picture, not a blank frame
     both = np.concatenate([e.actions["action"].reshape(len(e), -1) for e in truth])
