@@ -62,7 +62,7 @@ What it does not do yet: Push-T's actions are used, but weakly after 600 CPU ste
 action field): alone on Push-T with isolation 1.0 it reached 0.7 dB in 300 steps, so it is a matter of steps;
 doubling Push-T's share of the mixture raised its PSNR but not its dPSNR (0.09). Pong's ball and opponent are
 predicted (above copy-last since its card crops the playfield) but its paddle is not followed (dPSNR ~0).
-CarRacing's dPSNR varies from run to run (+1.3 to +4.5 dB over the runs measured).
+CarRacing's dPSNR varies from run to run (+1.3 to +4.8 dB over the runs measured).
 
 Blocks: spatial attention within a frame, then causal temporal attention across frames at each token
 position (rotary positions, a sliding window of max_frames - 1 frames: the KV cache keeps it at rollout),
