@@ -59,8 +59,8 @@ exactly (worse everywhere). What mattered most was data: with 16 episodes an emb
 Push-T alone, same 300 steps, 16 -> 64 episodes took held-out dPSNR from -0.03 to +0.72 dB.
 
 What it does not do yet: Push-T's actions are used, but weakly after 600 CPU steps (dPSNR ~0.3 dB with the
-action field): alone on Push-T with isolation 1.0 it reached 0.7 dB in 300 steps, so it is a matter of steps;
-doubling Push-T's share of the mixture raised its PSNR but not its dPSNR (0.09). Pong's ball and opponent are
+action field), no more after 900; alone on Push-T with isolation 1.0 it reached 0.7 dB in 300 steps; doubling
+Push-T's share of the mixture raised its PSNR but not its dPSNR (0.09). Pong's ball and opponent are
 predicted (above copy-last since its card crops the playfield) but its paddle is not followed (dPSNR ~0).
 CarRacing's dPSNR varies from run to run (+1.3 to +4.8 dB over the runs measured).
 
