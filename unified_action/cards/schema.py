@@ -14,6 +14,7 @@ import math
 import re
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -145,7 +146,7 @@ class Camera(_Strict):
             raise ValueError(f"crop left+right {c.left + c.right} >= width {self.width}")
         return self
 
-    def cropped(self, frames):
+    def cropped(self, frames: np.ndarray) -> np.ndarray:
         """frames [T, H, W, 3] -> the region of interest (all of it without a crop)."""
         c = self.crop
         if c is None:

@@ -484,7 +484,7 @@ class WorldModel(nn.Module):
             x = x + self.position_action_term(vec)
         N = x.shape[2]
         x = torch.cat([x, cond.tokens.to(self.dtype)], dim=2)  # [B, F, N + Q, W]
-        c = cond.vector.to(self.dtype) + self.t_embed(sinusoidal(t * 1000, 256))  # t*1000: DiT's timestep scale
+        c = vec + self.t_embed(sinusoidal(t * 1000, 256))  # t*1000: DiT's timestep scale
         rot = rope_angles(start, x.shape[1], cfg.width // cfg.heads, cfg.rope_base, x.device)
         presents = []
         for i, block in enumerate(self.blocks):
