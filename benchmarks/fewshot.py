@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=int, default=5, help="the last N of them are evaluated, never trained on")
     ap.add_argument("--horizon", type=int, default=6)
     ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance over actions at rollout "
+                    "(default: the demo's, DemoPlan.guidance)")
     ap.add_argument("--work", default="runs/fewshot")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/fewshot_<embodiment>.json")
     a = ap.parse_args(argv)
@@ -67,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--shots {max(a.shots)} needs {max(a.shots) + a.heldout} episodes, --episodes is {a.episodes}")
 
     from unified_action.data.convert import SourceSpec, WriteSettings, write_dataset
+    from unified_action.demo import DemoPlan
     from unified_action.evaluation import evaluate
     from unified_action.training.finetune import finetune
     from unified_action.training.trainer import pretrain
 
     work = Path(a.work)
+    guidance = DemoPlan().guidance if a.guidance is None else a.guidance
     t0 = time.perf_counter()
     # 1. the pretrained model: the tiny recipe as it is (its data from pretrain/prepare_data.sh), or a given export
     pre_cfg = load_config("tiny", [f"train.steps={a.pretrain_steps}"] if a.pretrain_steps else [])
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         runs["scratch"] = run_in_process(pretrain, scratch)
         for name, export in runs.items():
             res = evaluate(export, registry, [robot.root], episodes=heldout, context_frames=pre_cfg.data.context_frames,
-                           horizon=a.horizon, clips=a.clips, seed=0).datasets[0]
+                           horizon=a.horizon, clips=a.clips, guidance=guidance, seed=0).datasets[0]
             o = res.overall()
             rows.append({"K": k, "model": name, "clips": res.clips, **{m: float(v) for m, v in o.items()},
                          "psnr_per_step": [float(x) for x in res.steps()["psnr"]]})
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "robot": a.embodiment, "shots": a.shots,
            "steps": a.steps, "modes": a.modes, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
-           "heldout_episodes": list(heldout), "horizon": a.horizon, "wall_s": time.perf_counter() - t0, "rows": rows}
+           "heldout_episodes": list(heldout), "horizon": a.horizon, "guidance": guidance, "wall_s": time.perf_counter() - t0, "rows": rows}
     dest = Path(a.out or RESULTS / f"fewshot_{a.embodiment}.json")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1) + "\n")

@@ -122,6 +122,25 @@ def test_the_action_field_depends_on_where_a_patch_is():
     assert not any(n.startswith("field_") for n, _ in off.named_parameters())
 
 
+def test_a_frame_is_conditioned_on_its_chunk_and_the_one_before():
+    """With action_history, predicted frame f (chunk f-1) also reads chunk f-2 and no later chunk; without it, only
+    its own chunk."""
+    torch.manual_seed(0)
+    for history, reach in ((True, {1, 2}), (False, {1})):
+        model = WorldModel(tiny(action_history=history)).eval()
+        a = make_batch(model.cfg, seed=0)
+        b = {k: v.clone() for k, v in a.items()}
+        b["action_tokens"][:, 0] = (a["action_tokens"][:, 0] + 1).where(a["action_mask"][:, 0], 0)  # another chunk 0
+        with torch.no_grad():
+            va, vb = model.conditioning(a).vector, model.conditioning(b).vector  # [B, F-1, W]: frames 1..F-1
+        moved = {f + 1 for f in range(va.shape[1]) if not torch.allclose(va[:, f], vb[:, f])}
+        assert moved == reach, (history, moved)
+    # an export from before the history has no key for it and no history layers: it loads without them
+    older = {k: v for k, v in tiny().to_dict().items() if k != "action_history"}
+    assert tiny().action_history and not ModelConfig.from_dict(older).action_history
+    assert not any(n.startswith("history_") for n, _ in WorldModel(tiny(action_history=False)).named_parameters())
+
+
 def test_bf16_forward_as_under_deepspeed():
     torch.manual_seed(0)
     model = wake(WorldModel(tiny())).to(torch.bfloat16)

@@ -128,6 +128,10 @@ class ModelConfig:
     # difference (cos a cos b = (cos(a-b) + cos(a+b)) / 2): "the target is here" is one linear map away, where
     # an action term added alike to every patch must be routed to the right place by attention first
     action_field: bool = True  # measured: Push-T dPSNR 0.09 -> 0.34 dB, CarRacing kept (benchmarks/README.md)
+    # each frame is also conditioned on the chunk BEFORE its own: a paddle or a PD-driven agent answers an action a
+    # control step late (Pong's paddle moves with the action one step before as much as with the current one), and
+    # a frame trained in isolation sees no other frame's actions
+    action_history: bool = True
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
@@ -169,7 +173,8 @@ class ModelConfig:
         unknown = [k for k in d if k not in names]
         if unknown:
             raise ConfigError(f"model config: unknown field '{unknown[0]}'{did_you_mean(unknown[0], names)}")
-        d = {"action_field": False, **d}  # an export from before the field has none, and its weights no field layers
+        # an export from before a field has no key for it, and its weights none of the field's layers
+        d = {"action_field": False, "action_history": False, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -405,6 +410,10 @@ class WorldModel(nn.Module):
         self.cond_in = nn.Linear(W, W)  # the frame's conditioning added to every patch token: a path open from step 0
         if cfg.action_field:
             self.field_pos, self.field_act, self.field_out = nn.Linear(W, W), nn.Linear(W, W), nn.Linear(W, W)
+        if cfg.action_history:  # the previous chunk's pooled queries -> the frame's tokens and vector; a learned start
+            self.history_tokens = nn.Linear(cfg.action_width, W)
+            self.history_vector = nn.Linear(Q * cfg.action_width, W)
+            self.history_start = nn.Parameter(torch.zeros(Q, cfg.action_width))  # a clip's first chunk has none before it
         self.pos_embed = nn.Parameter(torch.zeros(cfg.tokens_per_frame, W))
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.final = FinalLayer(W, 3 * p * p)
@@ -418,7 +427,8 @@ class WorldModel(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         self.actions.init_weights()
-        for prm in (self.null_tokens, self.null_vector, self.token_type):
+        for prm in (self.null_tokens, self.null_vector, self.token_type,
+                    *((self.history_start,) if self.cfg.action_history else ())):
             nn.init.normal_(prm, std=0.02)
         n = self.cfg.image_size[0] // self.cfg.patch_size, self.cfg.image_size[1] // self.cfg.patch_size
         with torch.no_grad():
@@ -455,6 +465,10 @@ class WorldModel(nn.Module):
                          batch["embodiment"])  # [B, F-1, Q, Wa]
         tokens = self.action_tokens(q) + self.token_type.to(q.dtype)
         vector = self.action_vector(q.flatten(-2))
+        if self.cfg.action_history:  # frame f also gets chunk f-2: the actions a control step late still answer
+            before = torch.cat([self.history_start.to(q.dtype).expand(q.shape[0], 1, *q.shape[2:]), q[:, :-1]], 1)
+            tokens = tokens + self.history_tokens(before)
+            vector = vector + self.history_vector(before.flatten(-2))
         if drop is not None:
             d = drop.to(q.dtype)
             tokens = tokens * (1 - d[:, None, None, None]) + (self.null_tokens + self.token_type).to(q.dtype) * d[:, None, None, None]
@@ -597,7 +611,8 @@ register_model(ModelSpec(
     lora_targets=_lora_targets,
     conditioning=lambda m: [*(b.ada for b in m.blocks), m.final.ada],
     action_path=lambda m: [m.actions, m.action_tokens, m.action_vector, m.cond_in,
-                           *((m.field_pos, m.field_act, m.field_out) if m.cfg.action_field else ())],
+                           *((m.field_pos, m.field_act, m.field_out) if m.cfg.action_field else ()),
+                           *((m.history_tokens, m.history_vector) if m.cfg.action_history else ())],
     embeddings=lambda m: {"token": m.actions.token, "slot": m.actions.slot, "step": m.actions.step,
                           "position": m.actions.position},
 ))
