@@ -61,9 +61,10 @@ memorised the training episodes' actions: held-out dPSNR fell), a per-slot gate 
 half the frames at t = 1, doubling Push-T's share of the mixture. What mattered most was data: on Push-T alone,
 same 300 steps, 16 -> 64 episodes took held-out dPSNR from -0.03 to +0.72 dB.
 
-What it does not do yet: Push-T's actions are used, but weakly after 600 CPU steps (dPSNR ~0.6 dB with the
-action field, the history and guidance 1.5), no more after 900 (measured before the history); alone on Push-T with isolation 1.0 it reached 0.7 dB in 300 steps; doubling
-Push-T's share of the mixture raised its PSNR but not its dPSNR (0.09). Pong's ball and opponent are
+What it does not do yet: Push-T's actions are used, but weakly after 600 CPU steps (dPSNR 0.45-0.62 dB with
+the action field, the history and guidance 1.5; before the history, 900 steps gave no more than 600); alone on
+Push-T with isolation 1.0 it reached 0.7 dB in 300 steps; doubling Push-T's share of the mixture raised its
+PSNR but not its dPSNR (0.09). Pong's ball and opponent are
 predicted (above copy-last since its card crops the playfield) but its paddle is not followed (dPSNR ~0.1, also
 alone on Pong for 600 steps): at the card's frame stride 2 the paddle moves 8.8 px a frame (std) against its
 6 px height, and even the actions of the last two chunks, its last move and its position leave a residual
