@@ -37,7 +37,10 @@ def parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        out[key] = json.loads(value) if value[:1] in "[{0123456789-.tfn" else value
+        try:  # numbers, true/false/null, lists and objects; anything else (finetune_mode=full) is a string
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 

@@ -66,3 +66,16 @@ def test_a_cards_sticky_repeat_sets_how_often_the_discrete_policy_changes(cards_
         acts = np.array([pol() for _ in range(2000)])
         rates[r] = (np.diff(acts) != 0).mean()
     assert abs(rates[0.9] - 0.1 * 17 / 18) < 0.03 and abs(rates[repeat] - 0.4 * 17 / 18) < 0.04
+
+
+@pytest.mark.slow
+def test_recording_does_not_flood_the_log_with_gymnasiums_checker_warnings():
+    """Meta-World declares observation bounds its own observations break: gymnasium's passive checker warned about it
+    in every recording worker, a flood in `uact demo`'s log about nothing a user can act on."""
+    import warnings
+
+    card = load_card(CARDS / "metaworld_pick_place.md")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record_actions(card, episodes=1, steps=3, seed=0)
+    assert not [w for w in caught if "passive_env_checker" in w.filename], [str(w.message) for w in caught]

@@ -47,6 +47,9 @@ def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
         del os.environ["SDL_VIDEODRIVER"]
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+    # gymnasium's passive checker warns on every worker about spaces the simulator itself declares (Meta-World's
+    # observation bounds): nothing a user can act on; the recorded frames and actions are validated by our own code
+    kwargs.setdefault("disable_env_checker", True)
     return gym.make(src.env_id, **kwargs)
 
 
