@@ -71,7 +71,7 @@ def test_forward_backward_shapes_and_finite_loss():
 def test_the_untrained_model_is_exactly_copy_last():
     """Zero-initialised output: the predicted change is 0, so every generated frame is the last real one."""
     torch.manual_seed(0)
-    model = WorldModel(tiny(balance_eps=0.0)).eval()  # the loss check below is the plain one
+    model = WorldModel(tiny(balance_eps=0.0, rollout_blur=0.0)).eval()  # the loss check below is the plain one
     batch = make_batch(model.cfg, frames=5)
     acts = {k: batch[k] for k in ("action_tokens", "action_mask", "action_slots", "action_steps")}
     for steps in (1, 3):
@@ -86,6 +86,30 @@ def test_the_untrained_model_is_exactly_copy_last():
     t, w = model.sample_noise_levels(2, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
     expected = (change * w).sum(1) / w.sum(1)
     assert torch.allclose(model.losses(batch, generator=g), expected, atol=1e-6)
+
+
+def test_rollout_blur_blends_only_the_frames_a_rollout_generates_toward_the_frame_before():
+    """What a rollout feeds back is its own frame; with rollout_blur the model trains on such faint frames: each
+    previous frame past the context is pulled toward the one before it, the context stays real."""
+    from unified_action.models.world_model import blend_generated_frames
+
+    pix = torch.randn(2, 6, 3, 8, 8)
+    amount = torch.tensor([0.0, 0.5])
+    prev = blend_generated_frames(pix, context_frames=2, amount=amount)
+    assert prev.shape == (2, 5, 3, 8, 8)
+    assert torch.equal(prev[0], pix[0, :-1])  # amount 0: the real frames
+    assert torch.equal(prev[1, :2], pix[1, :2])  # the context: what a rollout is given
+    for j in (2, 3, 4):  # the frames a rollout generates: halfway back to the frame before
+        assert torch.allclose(prev[1, j], (pix[1, j] + pix[1, j - 1]) / 2, atol=1e-6)
+    # and the training loss of a model whose change is 0 is then the change from the blended frame
+    torch.manual_seed(0)
+    model = WorldModel(tiny(balance_eps=0.0, rollout_blur=1.0, isolate_prob=0.0, action_dropout=0.0))
+    batch = make_batch(model.cfg, frames=5)
+    batch["frames"] = (torch.arange(5) * 40).to(torch.uint8).view(1, 5, 1, 1, 1).expand_as(batch["frames"]).clone()
+    plain = WorldModel(tiny(balance_eps=0.0, rollout_blur=0.0, isolate_prob=0.0, action_dropout=0.0))
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    # a steady change: from a blended frame it is larger
+    assert (model.losses(batch, generator=g1) > plain.losses(batch, generator=g2)).all()
 
 
 def test_one_step_moves_every_part_including_the_actions():
@@ -304,8 +328,8 @@ def test_config_errors_name_the_problem():
 def test_balanced_loss_weighs_clips_by_their_change():
     """balance_eps: a clip's loss is scaled by 1 / (its mean squared change + eps), normalised to mean 1."""
     torch.manual_seed(0)
-    plain = wake(WorldModel(tiny(balance_eps=0.0)))
-    balanced = WorldModel(tiny(balance_eps=1e-3))
+    plain = wake(WorldModel(tiny(balance_eps=0.0, rollout_blur=0.0)))
+    balanced = WorldModel(tiny(balance_eps=1e-3, rollout_blur=0.0))
     balanced.load_state_dict(plain.state_dict())
     batch = make_batch(plain.cfg, B=3)
     batch["frames"][0] = batch["frames"][0, :1]  # a clip that does not move
