@@ -3,7 +3,8 @@
 The robot `metaworld_pick_place` (a Sawyer arm) is held out of pretraining (pretrain/configs/tiny.yaml: Push-T,
 Pong, CarRacing). For each K in --shots, two runs with the same step budget, the same job otherwise and the
 same tokenizer (fitted on those K episodes, in a registry of its own per K so the runs of one K share it):
-- fine-tuned: `uact finetune`'s path from the `tiny` pretraining export (finetune/configs/tiny_metaworld.yaml);
+- fine-tuned: `uact finetune`'s path from the `tiny` pretraining export (finetune/configs/tiny_metaworld.yaml),
+  its output layer zeroed first (finetune.reset_output; --keep-output for the head as pretrained);
 - scratch: `uact pretrain`'s path, random initial weights, on the same K episodes only.
 Both are evaluated by `uact eval`'s code on the SAME held-out episodes (never trained on): PSNR, SSIM, latent
 MSE and dPSNR over the horizon, with the copy-last baseline. Target: fine-tuned at K=5 at least as good as
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance over actions at rollout "
                     "(default: the demo's, DemoPlan.guidance)")
+    ap.add_argument("--keep-output", action="store_true", help="fine-tune from the pretrained output layer as it is "
+                    "(default: finetune.reset_output, zeroed first: the fine-tune starts at copy-last on the robot)")
     ap.add_argument("--work", default="runs/fewshot")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/fewshot_<embodiment>.json")
     a = ap.parse_args(argv)
@@ -112,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for mode in a.modes:
             lr = [f"optim.lr={a.finetune_lr}", f"optim.min_lr={a.finetune_lr / 10}"] if a.finetune_lr else []
-            tag = f"{mode}_lr{a.finetune_lr:g}" if a.finetune_lr else mode
+            tag = (f"{mode}_lr{a.finetune_lr:g}" if a.finetune_lr else mode) + ("" if a.keep_output else "_reset")
             cfg = load_config("tiny_metaworld", [*common, *lr, f"out={work}/{a.embodiment}/K{k}/finetune_{tag}", f"finetune.mode={mode}",
-                                                 f"finetune.init_from={pretrained}", f"finetune.episodes={k}"],
+                                                 f"finetune.init_from={pretrained}", f"finetune.episodes={k}",
+                                                 f"finetune.reset_output={str(not a.keep_output).lower()}"],
                               config_dir=FINETUNE_CONFIG_DIR)
             runs[f"pretrained+{tag}"] = run_in_process(finetune, cfg)
         # scratch: the fine-tuning job's data, optimizer and steps (registry already holds this K's tokenizer)
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
 
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "robot": a.embodiment, "shots": a.shots,
-           "steps": a.steps, "modes": a.modes, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
+           "steps": a.steps, "modes": a.modes, "reset_output": not a.keep_output, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
            "heldout_episodes": list(heldout), "horizon": a.horizon, "guidance": guidance, "wall_s": time.perf_counter() - t0, "rows": rows}
     dest = Path(a.out or RESULTS / f"fewshot_{a.embodiment}.json")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,12 @@ def pretrained(mixture, tmp_path_factory):
     return {"export": root / "pre/export", "registry": reg, "new": pusht.root}
 
 
+def json_of(export: Path) -> dict:
+    import json
+
+    return json.loads((export / "config.json").read_text())
+
+
 def ft_job(pre: dict, tmp: Path, mode: str = "lora", **train) -> dict:
     """A fine-tuning job on Push-T's first K episodes, with its own copy of the pretraining registry."""
     reg = tmp / "tokenizers"
@@ -124,6 +130,31 @@ def test_each_mode_trains_exactly_its_parameters(pretrained, tmp_path, mode):
     assert config["tokenizers"] == {n: reg.content_hash(n) for n in ("ale_pong", "carracing", "gym_pusht")}
     assert config["trained"]["run"]["finetune"]["mode"] == mode
     assert model.cfg.vocab_size == reg.vocabulary().size
+
+
+def test_reset_output_starts_the_fine_tune_at_copy_last_and_trains_the_head_in_every_mode(pretrained, tmp_path):
+    """finetune.reset_output: the pretrained head is zeroed (the model predicts no change, as an untrained one), and
+    in lora mode, which freezes it otherwise, it trains from there."""
+    from unified_action.models import WorldModel, model_config
+    from unified_action.training.finetune import adapt_model, finetune, reset_output
+
+    model = WorldModel(model_config("tiny", depth=1, image_size=(32, 32)))
+    torch.nn.init.normal_(model.final.linear.weight)  # a trained head
+    adapt_model(model, "lora", token_rows=set(), slot_rows=set(), rank=4, alpha=8)
+    assert not model.final.linear.weight.requires_grad
+    newly = reset_output(model, trained=True)
+    assert newly == sum(p.numel() for p in model.final.linear.parameters())
+    assert model.final.linear.weight.requires_grad and not model.final.linear.weight.any()
+
+    job = ft_job(pretrained, tmp_path, "lora")
+    job["finetune"]["reset_output"] = True
+    result = finetune(TrainConfig.model_validate(job), progress=False)
+    before, after = load_file(pretrained["export"] / "model.safetensors"), load_file(result.export / "model.safetensors")
+    w = after["final.linear.weight"]
+    assert w.any() and not torch.equal(w, before["final.linear.weight"])
+    # 3 steps from zero: small next to the pretrained head (it was zeroed, not fine-tuned from where it was)
+    assert (w - before["final.linear.weight"]).norm() > 0.5 * before["final.linear.weight"].norm()
+    assert json_of(result.export)["trained"]["run"]["finetune"]["reset_output"] is True
 
 
 def test_lora_starts_as_the_base_model_and_merges_into_it(pretrained):

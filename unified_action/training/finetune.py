@@ -9,11 +9,15 @@ guard) with one hook applied after the pretrained weights are loaded and before 
 
     full     everything trains, as in pretraining.
     lora     frozen base; low-rank adapters on every block's attention (spatial and temporal qkv, proj) and MLP
-             linears; the action encoder (the new embodiment's tokens need embeddings), the adaLN modulation
-             (blocks' and final `ada`) and the frame autoencoder (a new robot's camera) train whole.
+             linears; the action path (the new embodiment's tokens need embeddings and a way in) and the adaLN
+             modulation (blocks' and final `ada`) train whole.
     adapter  only the new embodiment's own rows (its embodiment token, its BPE block, embedding rows of slots
              no pretrained tokenizer uses) and the adaLN modulation train. Every other row of the embedding
              tables stays bit-exact: their gradient is masked and the tables are not weight-decayed.
+
+With `reset_output`, the output layer is zeroed first (and trains in every mode): the fine-tune starts at
+copy-last on the new embodiment, as an untrained model does, instead of at the motion the pretrained head
+draws on a scene it never saw.
 
 The export merges the adapters into the base weights: it is a plain WorldModel (`load_pretrained` loads it)
 whose config lists the pretrained tokenizers and the new ones with their hashes, and the mode it was tuned with.
@@ -85,6 +89,19 @@ def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows:
     ada = sum(p.numel() for m in conditioning for p in m.parameters())
     return [*no_decay[:2], *([tables["position"].weight] if position_rows else [])], \
         ada + (len(token_rows) + len(slot_rows) + len(position_rows)) * width
+
+
+def reset_output(model: nn.Module, *, trained: bool, spec: ModelSpec | None = None) -> int:
+    """Zero the model's output layer (the untrained model's init: it predicts no change, copy-last), and make it train
+    where the mode froze it -> the parameters that now train and did not before."""
+    out = (spec or model_spec()).output(model)
+    with torch.no_grad():
+        out.weight.zero_()
+        if out.bias is not None:
+            out.bias.zero_()
+    newly = sum(p.numel() for p in out.parameters() if not p.requires_grad) if trained else 0
+    out.requires_grad_(True)
+    return newly
 
 
 def owned_rows(registry, new: list[str], pretrained: list[str]) -> tuple[set[int], set[int]]:
@@ -178,8 +195,11 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
         positions = set(range(pre["model"]["max_action_tokens"], model.cfg.max_action_tokens))
         no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, position_rows=positions,
                                           rank=fs.lora_rank, alpha=fs.lora_alpha)
+        if fs.reset_output:  # a resumed run loads its checkpoint over this afterwards
+            trainable += reset_output(model, trained=fs.mode != "full")
         total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
         info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
+                "reset_output": fs.reset_output,
                 "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,
                 **({"lora_rank": fs.lora_rank, "lora_alpha": fs.lora_alpha} if fs.mode == "lora" else {})}
         summary = (f"finetune {fs.mode}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); "
