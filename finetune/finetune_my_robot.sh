@@ -19,8 +19,7 @@ uact data record "$CARD" -o "runs/data/$NAME" -n $((K + 5)) --steps 160 --size 6
 # 3. Fine-tune. The job registers your robot's tokenizer from the same first K episodes it trains on (existing ids
 #    never change), trains LoRA adapters (or --set finetune.mode=adapter / full) and exports a plain model.
 #    Only your robot matters? --set finetune.mode=full --set finetune.reset_output=true --set optim.lr=2e-3 measured
-#    best on a new arm
-#    (benchmarks/README.md, few-shot): the fine-tune starts at copy-last instead of at the pretrained scenes' motion.
+#    best on a new arm (benchmarks/README.md, few-shot): it starts at copy-last, not at the pretrained scenes' motion.
 #    Start from finetune/configs/tiny_metaworld.yaml: copy it, or override its fields here.
 uact finetune --config finetune/configs/tiny_metaworld.yaml \
   --set name="$NAME" --set out="runs/finetune/$NAME" \
