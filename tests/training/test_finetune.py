@@ -142,7 +142,7 @@ def test_reset_output_starts_the_fine_tune_at_copy_last_and_trains_the_head_in_e
     torch.nn.init.normal_(model.final.linear.weight)  # a trained head
     adapt_model(model, "lora", token_rows=set(), slot_rows=set(), rank=4, alpha=8)
     assert not model.final.linear.weight.requires_grad
-    newly = reset_output(model, trained=True)
+    newly = reset_output(model)
     assert newly == sum(p.numel() for p in model.final.linear.parameters())
     assert model.final.linear.weight.requires_grad and not model.final.linear.weight.any()
 

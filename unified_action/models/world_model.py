@@ -153,7 +153,7 @@ class ModelConfig:
     # every previous frame is real. Each clip's frames past the context are blended toward the frame before them by
     # a ~ U(0, rollout_blur), and the target is the change from that blended frame: the model learns to finish a
     # faint frame from the actions, as a rollout needs (0 = off; a training setting: rollouts never blend)
-    rollout_blur: float = 0.5  # measured: Push-T dPSNR 0.44-0.47 -> 0.59, its step-6 margin kept (benchmarks/README.md)
+    rollout_blur: float = 0.5  # measured: it holds the late horizon steps up (benchmarks/README.md, the world model)
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:

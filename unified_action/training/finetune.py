@@ -91,15 +91,14 @@ def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows:
         ada + (len(token_rows) + len(slot_rows) + len(position_rows)) * width
 
 
-def reset_output(model: nn.Module, *, trained: bool, spec: ModelSpec | None = None) -> int:
+def reset_output(model: nn.Module, spec: ModelSpec | None = None) -> int:
     """Zero the model's output layer (the untrained model's init: it predicts no change, copy-last), and make it train
     where the mode froze it -> the parameters that now train and did not before."""
     out = (spec or model_spec()).output(model)
     with torch.no_grad():
-        out.weight.zero_()
-        if out.bias is not None:
-            out.bias.zero_()
-    newly = sum(p.numel() for p in out.parameters() if not p.requires_grad) if trained else 0
+        for p in out.parameters():
+            p.zero_()
+    newly = sum(p.numel() for p in out.parameters() if not p.requires_grad)
     out.requires_grad_(True)
     return newly
 
@@ -196,7 +195,7 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
         no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, position_rows=positions,
                                           rank=fs.lora_rank, alpha=fs.lora_alpha)
         if fs.reset_output:  # a resumed run loads its checkpoint over this afterwards
-            trainable += reset_output(model, trained=fs.mode != "full")
+            trainable += reset_output(model)
         total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
         info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
                 "reset_output": fs.reset_output,
