@@ -139,12 +139,14 @@ def test_reset_output_starts_the_fine_tune_at_copy_last_and_trains_the_head_in_e
     from unified_action.training.finetune import adapt_model, finetune, reset_output
 
     model = WorldModel(model_config("tiny", depth=1, image_size=(32, 32)))
-    torch.nn.init.normal_(model.final.linear.weight)  # a trained head
+    for p in model.final.parameters():  # a trained head
+        torch.nn.init.normal_(p)
     adapt_model(model, "lora", token_rows=set(), slot_rows=set(), rank=4, alpha=8)
     assert not model.final.linear.weight.requires_grad
     newly = reset_output(model)
     assert newly == sum(p.numel() for p in model.final.linear.parameters())
     assert model.final.linear.weight.requires_grad and not model.final.linear.weight.any()
+    assert not any(p.any() for p in model.final.parameters())  # its modulation too: the layer as initialised
 
     job = ft_job(pretrained, tmp_path, "lora")
     job["finetune"]["reset_output"] = True

@@ -25,7 +25,7 @@ class ModelSpec:
     conditioning: Callable[[nn.Module], list[nn.Module]]  # what steers every layer from the conditioning (adaLN)
     action_path: Callable[[nn.Module], list[nn.Module]]  # what reads the actions (trains whole in `lora` mode)
     embeddings: Callable[[nn.Module], dict[str, nn.Embedding]]  # token, slot, step and position tables of the actions
-    output: Callable[[nn.Module], nn.Linear]  # the last layer: zeroed, the model predicts no change (copy-last)
+    output: Callable[[nn.Module], nn.Module]  # the last layer, initialised to zeros: zeroed, it predicts no change
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {}

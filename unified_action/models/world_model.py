@@ -654,5 +654,5 @@ register_model(ModelSpec(
                            *((m.history_tokens, m.history_vector) if m.cfg.action_history else ())],
     embeddings=lambda m: {"token": m.actions.token, "slot": m.actions.slot, "step": m.actions.step,
                           "position": m.actions.position},
-    output=lambda m: m.final.linear,
+    output=lambda m: m.final,  # its modulation and its linear, both zero-initialised
 ))

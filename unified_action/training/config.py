@@ -89,7 +89,7 @@ class FinetuneSection(_Strict):
     episodes: int | None = Field(None, ge=1, description="K: only the first K episodes of each dataset new to the model")
     # zero the output layer before training, as an untrained model's: the fine-tune starts at copy-last on the new
     # embodiment instead of at the motion the pretrained head draws on a scene it never saw (measured on Meta-World:
-    # 0.6 dB below copy-last before any step; with it, K=5 24.76 -> 24.92 dB, K=20 24.82 -> 25.17). The head is
+    # 0.6 dB below copy-last before any step; with it, K=5 24.76 -> 25.00 dB, K=20 24.82 -> 25.20). The head is
     # relearned, for the pretrained embodiments too: for a job that must keep them, replay them or leave this off
     reset_output: bool = False
 

@@ -15,7 +15,8 @@ guard) with one hook applied after the pretrained weights are loaded and before 
              no pretrained tokenizer uses) and the adaLN modulation train. Every other row of the embedding
              tables stays bit-exact: their gradient is masked and the tables are not weight-decayed.
 
-With `reset_output`, the output layer is zeroed first (and trains in every mode): the fine-tune starts at
+With `reset_output`, the output layer (its modulation and its linear) is zeroed first, as at initialisation, and
+trains in every mode: the fine-tune starts at
 copy-last on the new embodiment, as an untrained model does, instead of at the motion the pretrained head
 draws on a scene it never saw.
 
@@ -92,8 +93,8 @@ def adapt_model(model: nn.Module, mode: str, *, token_rows: set[int], slot_rows:
 
 
 def reset_output(model: nn.Module, spec: ModelSpec | None = None) -> int:
-    """Zero the model's output layer (the untrained model's init: it predicts no change, copy-last), and make it train
-    where the mode froze it -> the parameters that now train and did not before."""
+    """Put the model's output layer back to its initialisation, zeros (the untrained model's: it predicts no change,
+    copy-last), and make it train where the mode froze it -> the parameters that now train and did not before."""
     out = (spec or model_spec()).output(model)
     with torch.no_grad():
         for p in out.parameters():
