@@ -59,7 +59,7 @@ class DemoPlan:
     finetune_lr: float = 5e-4  # measured: 2e-3 gave Meta-World 25.61 vs 25.65 dB here (both at copy-last)
     replay: float = 0.5  # share of the fine-tune's clips drawn from the pretraining datasets
     # finetune.reset_output (the head zeroed, relearned): it wins benchmarks/fewshot.py's full fine-tunes; here, LoRA
-    # with replay, measured: Meta-World 25.59 vs 25.61 dB (step 1 -0.21 vs -0.04 below copy-last), so off
+    # with replay, measured: Meta-World 25.60 vs 25.61 dB (step 1 -0.20 vs -0.04 below copy-last), so off
     finetune_reset_output: bool = False
     eval_steps: int = 1  # sampling steps: 1 = the conditional mean, the best PSNR
     min_change: float = 3.0  # grey levels: smaller predicted changes are dropped (static scenes stay static)

@@ -9,6 +9,7 @@ NaN refusal, refusal of a changed tokenizer) must hold with the adapters in plac
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -47,12 +48,6 @@ def pretrained(mixture, tmp_path_factory):
     assert r.returncode == 0, r.stderr[-4000:]
     pusht = record(root / "gym_pusht", "gym_pusht", episodes=3, steps=40, seed=7, shard_kb=60)
     return {"export": root / "pre/export", "registry": reg, "new": pusht.root}
-
-
-def json_of(export: Path) -> dict:
-    import json
-
-    return json.loads((export / "config.json").read_text())
 
 
 def ft_job(pre: dict, tmp: Path, mode: str = "lora", **train) -> dict:
@@ -156,7 +151,7 @@ def test_reset_output_starts_the_fine_tune_at_copy_last_and_trains_the_head_in_e
     assert w.any() and not torch.equal(w, before["final.linear.weight"])
     # 3 steps from zero: small next to the pretrained head (it was zeroed, not fine-tuned from where it was)
     assert (w - before["final.linear.weight"]).norm() > 0.5 * before["final.linear.weight"].norm()
-    assert json_of(result.export)["trained"]["run"]["finetune"]["reset_output"] is True
+    assert json.loads((result.export / "config.json").read_text())["trained"]["run"]["finetune"]["reset_output"] is True
 
 
 def test_lora_starts_as_the_base_model_and_merges_into_it(pretrained):

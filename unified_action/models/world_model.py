@@ -410,9 +410,10 @@ def blend_generated_frames(pix: torch.Tensor, context_frames: int, amount: torch
     before): what a rollout's own uncertain frames look like, a faint object where it went and where it was."""
     prev = pix[:, :-1]
     generated = (torch.arange(prev.shape[1], device=pix.device) >= context_frames).to(pix.dtype)
+    weight = amount[:, None].to(pix.dtype) * generated  # [B, F-1]: 0 for the context
     back = torch.zeros_like(prev)
     back[:, 1:] = pix[:, :-2] - pix[:, 1:-1]
-    return prev + (amount[:, None].to(pix.dtype) * generated[None]).view(*prev.shape[:2], *[1] * (prev.dim() - 2)) * back
+    return prev + weight.reshape(weight.shape + (1,) * (prev.dim() - 2)) * back
 
 
 @dataclass
