@@ -33,6 +33,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     pre = json.loads((tmp_path / "pretrain/export/config.json").read_text())
     tuned = json.loads((tmp_path / "finetune_lora/export/config.json").read_text())
     assert set(pre["tokenizers"]) == names - {"metaworld_pick_place"} and set(tuned["tokenizers"]) == names
+    assert pre["trained"]["run"]["world_size"] == SMALL.pretrain_procs == 2  # pretrained by `uact pretrain --nproc 2`
     assert all(tuned["embodiments"][n] == pre["embodiments"][n] and tuned["tokenizers"][n] == pre["tokenizers"][n]
                for n in pre["tokenizers"])
     assert tuned["trained"]["run"]["finetune"]["episodes"] == 2

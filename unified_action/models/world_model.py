@@ -67,18 +67,22 @@ Measured and dropped (benchmarks/README.md has the runs): a per-position linear 
 memorised the training episodes' actions), a per-slot gate on the value features, half the frames at t = 1, more
 of Push-T in the mixture (its dPSNR up to 0.77, CarRacing's down to 0.8), a heavier loss on the pixels that
 move (Push-T dPSNR 0.85-1.00, but it inflates every uncertain change and the rollouts fell below copy-last from
-step 3-4), Pong at frame stride 1 in the mixture, 1200 steps (Push-T 0.66, below copy-last from step 4). What
-mattered most was data: on Push-T alone, 300 steps, 16 -> 64 episodes took dPSNR from -0.03 to +0.72 dB.
+step 3-4), Pong at frame stride 1 in the mixture, a 3x learning rate on the action path (Push-T 0.40, every
+embodiment lower). What mattered most was data: on Push-T alone, 300 steps, 16 -> 64 episodes took dPSNR from
+-0.03 to +0.72 dB; then clips seen (above).
 
-What it does not do yet: Push-T's actions are used, but weakly after 600 CPU steps (dPSNR 0.44-0.62 dB with
-the action field, the history, the blur and guidance 1.5); whatever raised it to 0.8-1.0 (more Push-T in the
-mixture, the moving-pixel loss, twice the steps) took its later frames below copy-last or CarRacing's dPSNR
-below 1. Pong's ball and opponent are predicted (above copy-last since its card crops the playfield) but its
+What it does not do yet: Push-T's actions are followed once the model has seen enough clips: 4,800 (the demo's
+600 steps of 8) gave dPSNR 0.44-0.55 dB, 7,200 gave 0.61-0.65 and 9,600 gave 0.93-1.02 (with the blur every
+horizon step stayed above copy-last; without it twice the steps took the later frames below), so the demo now
+pretrains in two processes, 600 steps of 8 clips each. Steps without clips do not help (1200 steps of 4: 0.38).
+Whatever raised dPSNR at the demo's 4,800 clips (more Push-T in the mixture, a heavier loss on the pixels that
+move) took its later frames below copy-last or CarRacing's dPSNR below 1. Pong's ball and opponent are
+predicted (above copy-last since its card crops the playfield) but its
 paddle is not followed (dPSNR ~0.1, also alone on Pong for 600 steps): at the card's frame stride 2 the paddle
 moves 8.8 px a frame (std) against its 6 px height, and even the actions of the last two chunks, its last move
 and its position leave a residual of 3.9 px (linear fit, R^2 0.80), so the conditional mean is a smear either
 way; at stride 1 the residual is 1.9 px (R^2 0.84) and alone on Pong for 600 steps dPSNR rose to 0.35 dB, but
-in the mixture it stayed at -0.01. CarRacing's dPSNR varies from run to run (+0.8 to +5.2 dB over the runs
+in the mixture it stayed at -0.01. CarRacing's dPSNR varies from run to run (+0.8 to +5.3 dB over the runs
 measured).
 
 Blocks: spatial attention within a frame, then causal temporal attention across frames at each token

@@ -77,4 +77,6 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "unified_action.cli", *argv]
     env = dict(os.environ, LOCAL_SIZE=str(nproc))  # DeepSpeed's CPU accelerator counts local ranks from it
+    # the cores shared out (torchrun would set 1 and print a warning saying so); a value the user set is kept
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)
