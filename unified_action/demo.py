@@ -52,7 +52,7 @@ class DemoPlan:
     context_frames: int = 2
     future_frames: int = 4
     micro_batch: int = 8  # per process
-    pretrain_steps: int = 600  # 8.3 min of the demo's ~12 on the AVX2 kind (2 processes); CarRacing dPSNR +1.3..+5.1 dB
+    pretrain_steps: int = 600  # 8.1 min of the demo's 11.5 on the AVX2 kind (2 processes); CarRacing dPSNR +1.3..+5.1 dB
     pretrain_lr: float = 2e-3  # measured: above 1e-3 after 300 steps (Push-T +0.3 dB over the horizon)
     # data-parallel processes for pretraining (`uact pretrain --nproc`), one thread each, micro_batch clips each: what
     # the model lacked was clips seen, not steps (measured, same data: 600 x 8 clips Push-T dPSNR 0.55, 1200 x 4 0.38,
@@ -131,14 +131,14 @@ def _done(run: Path, steps: int) -> Path | None:
 
 
 def pretrain_stage(plan: DemoPlan, dirs: dict[str, Path], out: Path, log) -> Path:
+    import torch
+
     from unified_action.data.dataset import open_dataset
     from unified_action.training.finetune import register_new
     from unified_action.training.trainer import pretrain
 
     datasets = [{"path": str(dirs[d.card]), "episodes": list(heldout_split(open_dataset(dirs[d.card]).episodes)[0])}
                 for d in plan.pretrain]
-    import torch
-
     # CPU: the planned processes; a GPU machine trains in one process with the same global batch (a second process
     # would look for a second GPU)
     procs = 1 if torch.cuda.is_available() else plan.pretrain_procs
@@ -169,7 +169,7 @@ def _pretrain_in_processes(cfg, nproc: int, out: Path) -> Path:
     rc = relaunch(nproc, ["pretrain", "--config", str(job)])
     if rc != 0:
         raise TrainingError(f"uact demo: pretraining ({job}, {nproc} processes) exited with status {rc}: "
-                                 f"its message is above; `uact demo` again resumes from the last checkpoint")
+                            f"its message is above; `uact demo` again resumes from the last checkpoint")
     return Path(cfg.out) / "export"
 
 
