@@ -16,7 +16,6 @@ keep exact moments plus a bounded sample per shard (stats.py).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -24,7 +23,6 @@ import queue
 import re
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +50,7 @@ from unified_action.data.shards import (
 )
 from unified_action.data.stats import merge_stats, native_labels, shard_summary
 from unified_action.errors import DataError, did_you_mean
+from unified_action.processes import parent_death_signal
 
 Log = Callable[[str], None]
 PROGRESS = "progress"
@@ -169,9 +168,7 @@ def die_with_parent(parent: int) -> None:
     """Make this worker process die with its parent: a SIGKILLed `uact data record` must not leave simulators
     writing shards for minutes. Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG);
     everywhere: a watchdog thread exits once the parent is gone (the worker is re-parented)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
 

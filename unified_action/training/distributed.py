@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unified_action.processes import parent_death_signal
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -79,4 +81,5 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     env = dict(os.environ, LOCAL_SIZE=str(nproc))  # DeepSpeed's CPU accelerator counts local ranks from it
     # the cores shared out (torchrun would set 1 and print a warning saying so); a value the user set is kept
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(cmd, env=env)
+    # torchrun stops its workers on SIGTERM: sent when this process dies, however it dies
+    return subprocess.call(cmd, env=env, preexec_fn=parent_death_signal)
