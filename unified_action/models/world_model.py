@@ -71,15 +71,15 @@ step 3-4), Pong at frame stride 1 in the mixture, a 3x learning rate on the acti
 embodiment lower). What mattered most was data: on Push-T alone, 300 steps, 16 -> 64 episodes took dPSNR from
 -0.03 to +0.72 dB; then clips seen (above).
 
-What it does not do yet: Push-T's actions are followed once the model has seen enough clips: 4,800 (the demo's
-600 steps of 8) gave dPSNR 0.44-0.55 dB, 7,200 gave 0.61-0.65 and 9,600 gave 0.93-1.02 (with the blur every
-horizon step stayed above copy-last; without it twice the steps took the later frames below), so the demo now
-pretrains in two processes, 600 steps of 8 clips each. Steps without clips do not help (1200 steps of 4: 0.38).
-Whatever raised dPSNR at the demo's 4,800 clips (more Push-T in the mixture, a heavier loss on the pixels that
-move) took its later frames below copy-last or CarRacing's dPSNR below 1. Pong's ball and opponent are
-predicted (above copy-last since its card crops the playfield) but its
-paddle is not followed (dPSNR ~0.1, also alone on Pong for 600 steps): at the card's frame stride 2 the paddle
-moves 8.8 px a frame (std) against its 6 px height, and even the actions of the last two chunks, its last move
+What it does not do yet: Push-T's actions are followed more the more clips the model has seen: 4,800 (600
+steps of 8) gave dPSNR 0.44-0.55 dB, 7,200 gave 0.61-0.65 and 9,600 gave 0.93-1.02 (with the blur every horizon
+step stayed above copy-last; without it twice the steps took the later frames below), so the demo now pretrains
+in two processes, 600 steps of 8 clips each; but 11,200 (700 x 8) gave 0.62, so ~1 dB sits within a run-to-run
+spread of about +-0.2 dB at this budget. Steps without clips do not help (1200 steps of 4: 0.38). Whatever
+raised dPSNR at 4,800 clips (more Push-T in the mixture, a heavier loss on the pixels that move) took its later
+frames below copy-last or CarRacing's dPSNR below 1. Pong's ball and opponent are predicted (above copy-last
+since its card crops the playfield) but its paddle is not followed (dPSNR ~0.1, also alone on Pong for 600
+steps): at the card's frame stride 2 the paddle moves 8.8 px a frame (std) against its 6 px height, and even the actions of the last two chunks, its last move
 and its position leave a residual of 3.9 px (linear fit, R^2 0.80), so the conditional mean is a smear either
 way; at stride 1 the residual is 1.9 px (R^2 0.84) and alone on Pong for 600 steps dPSNR rose to 0.35 dB, but
 in the mixture it stayed at -0.01. CarRacing's dPSNR varies from run to run (+0.8 to +5.3 dB over the runs
