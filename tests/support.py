@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -29,3 +30,10 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = e.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every path under `root` with its file's sha256 ("dir" for a directory): equal before and after a command
+    proves it deleted, changed and added nothing there."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}

@@ -1,12 +1,13 @@
 """`uact demo` end to end on real simulators (a small plan): every stage runs, and a second run reuses them all."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
-from support import CARDS
+from support import CARDS, run_cli, tree_digest
 
-from unified_action.demo import DemoDataset, DemoPlan, heldout_split, run_demo
+from unified_action.demo import MARKER, DemoDataset, DemoPlan, _ds_json, claim_output, heldout_split, run_demo
 from unified_action.tokenization import Registry
 
 SMALL = DemoPlan(
@@ -19,6 +20,30 @@ SMALL = DemoPlan(
 def test_heldout_split_matches_the_evaluation_default():
     assert heldout_split(10) == ((0, 8), (8, 10))
     assert heldout_split(3) == ((0, 2), (2, 3))
+
+
+def test_demo_refuses_a_directory_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """It would write beside a user's files, train with their zero1.json and replace a report: refused in one line,
+    before anything is written; a new or empty directory (or a demo's, marked) is taken."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "zero1.json").write_text('{"zero_optimization": {"stage": 3}, "train_batch_size": 4096}')
+    (mine / "thesis.tex").write_text("a user's file")
+    (tmp_path / "file").write_text("x")
+    for out in (mine, tmp_path / "file"):
+        before = tree_digest(tmp_path)
+        code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", out, "--cards", CARDS)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err and "Traceback" not in err, err
+        assert tree_digest(tmp_path) == before
+    claim_output(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    claim_output(tmp_path / "empty")
+    assert (tmp_path / "new" / MARKER).is_file() and (tmp_path / "empty" / MARKER).is_file()
+    (tmp_path / "new" / "thesis.tex").write_text("the user's, in the demo's directory")
+    claim_output(tmp_path / "new")  # marked: the demo's, whatever else is there
+    # a demo's DeepSpeed config is its own: an edited one is written again, never trained with
+    (tmp_path / "new" / "zero1.json").write_text('{"zero_optimization": {"stage": 3}}')
+    assert json.loads(_ds_json(tmp_path / "new").read_text()) == {"zero_optimization": {"stage": 1}}
 
 
 @pytest.mark.slow
@@ -48,8 +73,21 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     html = (tmp_path / "report/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8 and all(n in html for n in names)
     assert "Side by side" in html and metrics["reference"]["label"] == "pretrained"  # the pretrained model beside it
+    # both evaluations say what their rollouts were run with
+    assert metrics["rollout"] == metrics["reference"]["rollout"] == {
+        "context_frames": 2, "horizon": 3, "clips": 2, "sampling_steps": 1, "guidance": SMALL.guidance,
+        "min_change": SMALL.min_change, "seed": 0}
 
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and p.name != "summary.json"}
     again = run_demo(tmp_path, CARDS, SMALL)
     assert {**again, "seconds": 0} == {**summary, "seconds": 0}
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recorded, trained or evaluated again
+
+    # other rollout settings: only the evaluation runs again (its report would otherwise be stale), not the training
+    changed = run_demo(tmp_path, CARDS, dataclasses.replace(SMALL, guidance=2.0))
+    metrics = json.loads((tmp_path / "report/metrics.json").read_text())
+    assert metrics["rollout"]["guidance"] == metrics["reference"]["rollout"]["guidance"] == 2.0
+    assert "guidance 2," in (tmp_path / "report/report.html").read_text()
+    assert changed["pretrained"] == summary["pretrained"] and changed["finetuned"] == summary["finetuned"]
+    weights = [p for p in stamps if p.name == "model.safetensors"]
+    assert len(weights) == 2 and all(p.stat().st_mtime_ns == stamps[p] for p in weights)

@@ -18,6 +18,7 @@ dataset's manifest, a run's export); a killed run resumes from its last complete
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,38 @@ def heldout_split(n_episodes: int) -> tuple[int, int]:
 
 
 def _ds_json(out: Path) -> Path:
-    """The demo's own DeepSpeed JSON (ZeRO-1; the job owns batch, clipping and precision), so it runs from anywhere."""
-    path = out / "zero1.json"
-    if not path.is_file():
-        path.write_text(json.dumps({"zero_optimization": {"stage": 1}}, indent=1) + "\n")
+    """The demo's own DeepSpeed JSON (ZeRO-1; the job owns batch, clipping and precision), so it runs from anywhere;
+    rewritten when it differs, so the demo never trains with a config it did not write."""
+    path, text = out / "zero1.json", json.dumps({"zero_optimization": {"stage": 1}}, indent=1) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
     return path
+
+
+MARKER = ".uact-demo"  # written into the output directory first: the demo's proof that the directory is its own
+# the entries a demo writes at the top of its directory: one made before the marker existed is still taken as a demo's
+_DEMO_ENTRIES = re.compile(r"data|tokenizers|pretrain|finetune_\w+|report(\.tmp)?|zero1\.json(\.tmp)?|"
+                           r"pretrain\.yaml(\.tmp)?|summary\.json")
+
+
+def claim_output(out: Path) -> None:
+    """Make `out` the demo's (new, empty, or a demo's already), or refuse in one line before anything is written:
+    the demo writes, reuses and replaces what it finds there, so a directory of other files is not its to use."""
+    from unified_action.errors import UnifiedActionError
+
+    if out.is_symlink() and not out.is_dir() or out.exists() and not out.is_dir():
+        raise UnifiedActionError(f"{out}: exists and is not a directory; pass another --out")
+    if out.is_dir() and not (out / MARKER).is_file():
+        foreign = sorted(p.name for p in out.iterdir() if not _DEMO_ENTRIES.fullmatch(p.name))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UnifiedActionError(f"{out}: not a directory `uact demo` wrote (no {MARKER}; it holds {shown}); "
+                                     f"nothing was changed: pass a new or empty --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        (out / MARKER).write_text("written by `uact demo`: it writes, reuses and replaces what is in this directory\n")
 
 
 def _job(plan: DemoPlan, out: Path, name: str, datasets: list[dict], steps: int, lr: float, micro_batch: int | None = None,
@@ -204,6 +232,13 @@ def _evaluate(plan: DemoPlan, dirs: dict[str, Path], model: Path, names: list[st
                     min_change=plan.min_change, seed=plan.seed)
 
 
+def _rollout_settings(plan: DemoPlan) -> dict:
+    from unified_action.evaluation.rollouts import rollout_settings
+
+    return rollout_settings(plan.context_frames, plan.eval_horizon, plan.eval_clips, plan.eval_steps, plan.guidance,
+                            plan.min_change, plan.seed)
+
+
 def eval_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, tuned: Path, out: Path, log) -> tuple[Path, dict]:
     """The fine-tuned model on all four embodiments, beside the pretrained one on the three it was trained on
     (forgetting = pretrained PSNR - fine-tuned PSNR). -> (report.html, metrics.json's content)."""
@@ -214,7 +249,9 @@ def eval_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, tuned: P
         metrics = json.loads((report / "metrics.json").read_text())
         newer = all((report / "metrics.json").stat().st_mtime_ns > (m / "model.safetensors").stat().st_mtime_ns
                     for m in (pretrained, tuned))  # a model trained again since is evaluated again
-        if newer and metrics.get("model") == str(tuned) and metrics.get("reference", {}).get("model") == str(pretrained):
+        wanted = _rollout_settings(plan)  # a plan with other rollout settings (guidance, steps, ...) is evaluated again
+        same = metrics.get("rollout") == wanted and metrics.get("reference", {}).get("rollout") == wanted
+        if newer and same and metrics.get("model") == str(tuned) and metrics.get("reference", {}).get("model") == str(pretrained):
             log(f"eval: {report} is complete, reused")
             return report / "report.html", metrics
     before = _evaluate(plan, dirs, pretrained, [d.card for d in plan.pretrain], out)
@@ -245,7 +282,7 @@ def _summary_table(metrics: dict, heldout: str):
 def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards"), plan: DemoPlan = DemoPlan()) -> dict:
     console = make_console()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out)
     t0 = time.perf_counter()
     stages = [("record", "datasets from real simulators"), ("pretrain", "tiny on robot + game + vehicle"),
               ("finetune", f"{plan.finetune_mode} on {plan.heldout.card}, K={plan.shots}"), ("eval", "held-out rollouts")]

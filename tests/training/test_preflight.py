@@ -4,11 +4,11 @@ before and after): the run directory, its datasets and the registry. Real datase
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
+from support import tree_digest
 
 from training.conftest import job
 from training.test_finetune import ft_job, pretrained  # noqa: F401  (the module's pretrained export fixture)
@@ -16,11 +16,6 @@ from unified_action.errors import ConfigError, DataError, TrainingError
 from unified_action.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture()
@@ -40,11 +35,11 @@ def world(mixture, tmp_path):
 def _refused(tmp_path, cfg: dict, error, pattern: str, **kw) -> None:
     from unified_action.training.trainer import pretrain
 
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     with pytest.raises(error, match=pattern) as e:
         pretrain(TrainConfig.model_validate(cfg), overwrite=True, **kw)
     assert "\n" not in str(e.value)
-    assert tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_overwrite_with_an_unknown_model_size_deletes_nothing(world, tmp_path):
@@ -89,10 +84,10 @@ def test_finetune_whose_model_differs_from_the_export_registers_nothing(pretrain
     from unified_action.training.finetune import finetune_trainer
 
     cfg = _ft(pretrained, tmp_path, future_frames=3)
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     with pytest.raises(TrainingError, match=r"model config differs from this job's in max_frames"):
         finetune_trainer(TrainConfig.model_validate(cfg), overwrite=True)
-    assert tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_a_tokenizer_fitted_from_other_episodes_than_the_job_s_is_refused(pretrained, tmp_path):  # noqa: F811
@@ -106,7 +101,7 @@ def test_a_tokenizer_fitted_from_other_episodes_than_the_job_s_is_refused(pretra
 
     raw = copy.deepcopy(_ft(pretrained, tmp_path))
     raw["finetune"]["episodes"] = 3
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     with pytest.raises(ConfigError, match=r"tokenizer 'gym_pusht' was fitted from episodes \[0, 2\) .* trains on episodes \[0, 3\)"):
         finetune_trainer(TrainConfig.model_validate(raw))
-    assert tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before

@@ -42,13 +42,16 @@ def evaluate(
                                      help="Predicted changes of fewer grey levels are dropped (0: keep all)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the clip order and the sampling noise."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
-    out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Report directory (replaced whole)."),
+    out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Report directory: new, empty or an earlier report (replaced whole)."),
 ) -> None:
     """Open-loop rollouts on held-out clips: PSNR, SSIM, copy-last baseline, controllability; report.html."""
     from unified_action.evaluation import evaluate as run
     from unified_action.evaluation import write_report
-    from unified_action.evaluation.report import table_header, table_rows
+    from unified_action.evaluation.report import REPORT, table_header, table_rows
+    from unified_action.outputs import check_output
+    from unified_action.tokenization.registry import default_registry_path
 
+    check_output(out, REPORT, [model, registry or default_registry_path(), *data])  # before the rollouts, not after
     result = run(model, registry, data, episodes=parse_episodes(episodes), context_frames=context, horizon=horizon,
                  clips=clips, steps=steps, guidance=guidance, min_change=min_change, seed=seed, device=device)
     report = write_report(result, out)

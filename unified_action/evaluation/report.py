@@ -11,14 +11,13 @@ import base64
 import html
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from unified_action.evaluation.rollouts import METRICS, DatasetResult, EvalResult, Example
+from unified_action.outputs import OutputKind, fresh_tmp, replace_dir
 
 CONTEXT_RGB = (40, 110, 230)  # border of the real frames given to the model
 FUTURE_RGB = (200, 200, 200)  # border of every other frame
@@ -189,7 +188,8 @@ def render_html(result: EvalResult, files: dict[str, list[Path]], reference: Eva
 <body>
 <h1>World model evaluation</h1>
 <p>Model <code>{e(result.model)}</code>: {result.context_frames} context frames, {result.horizon} generated open-loop with the
-real actions ({result.steps} sampling steps, seed {result.seed}). copy-last: the last context frame repeated.
+real actions ({result.steps} sampling steps, guidance {result.guidance:g}, changes under {result.min_change:g} grey levels
+dropped, seed {result.seed}). copy-last: the last context frame repeated.
 dPSNR: PSNR with the clip's own actions minus PSNR with the actions of a clip of another episode, same noise
 (&gt; 0: the model follows its actions). Strips: real row above generated, context frames with a blue border.</p>
 {sections}
@@ -202,15 +202,17 @@ def _clean_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+# every file write_report makes: an existing report directory is replaced only when it holds nothing else
+REPORT = OutputKind("an evaluation report", r"metrics\.json|report\.html|[\w-]+_metrics\.png|[\w-]+_clip\d+\.(png|gif)")
+
+
 def write_report(result: EvalResult, out: str | Path, reference: EvalResult | None = None,
                  reference_label: str = "reference") -> Path:
     """Write strips, GIFs, plots, metrics.json and report.html into `out` (replaced whole) -> report.html's path.
     reference: another model's evaluation on some of the same datasets (e.g. the pretrained model before a
     fine-tune), shown side by side at the top and kept in metrics.json as "reference"."""
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh_tmp(out, REPORT)
     files: dict[str, list[Path]] = {}
     for r in result.datasets:
         stem = _clean_name(r.name)
@@ -227,7 +229,4 @@ def write_report(result: EvalResult, out: str | Path, reference: EvalResult | No
         metrics["reference"] = {"label": reference_label, **reference.to_json()}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (tmp / "report.html").write_text(render_html(result, files, reference, reference_label), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out / "report.html"
+    return replace_dir(tmp, out, REPORT) / "report.html"

@@ -86,6 +86,9 @@ class EvalResult:
     steps: int
     seed: int
     datasets: list[DatasetResult]
+    guidance: float = 1.0
+    min_change: float = 0.0
+    clips: int = 0  # the most clips asked for per embodiment (a dataset's own count is its DatasetResult's)
 
     def to_json(self) -> dict:
         """Everything but the frames; NaN (no value) becomes null so the file is strict JSON."""
@@ -95,6 +98,8 @@ class EvalResult:
         return {
             "model": self.model, "context_frames": self.context_frames, "horizon": self.horizon,
             "sampling_steps": self.steps, "seed": self.seed, "psnr_cap_db": M.PSNR_CAP_DB,
+            # what the rollouts were run with, so a report says how it was made and a rerun can tell it is stale
+            "rollout": self.settings(),
             "metrics": {k: title for k, (title, _) in METRICS.items()},
             "datasets": {r.name: {
                 "path": r.path, "embodiment": r.embodiment, "episodes": list(r.episodes), "clips": r.clips,
@@ -103,6 +108,18 @@ class EvalResult:
                 "per_step": {k: clean(v) for k, v in r.steps().items()},
             } for r in self.datasets},
         }
+
+
+    def settings(self) -> dict:
+        return rollout_settings(self.context_frames, self.horizon, self.clips, self.steps, self.guidance,
+                                self.min_change, self.seed)
+
+
+def rollout_settings(context_frames: int, horizon: int, clips: int, steps: int, guidance: float, min_change: float,
+                     seed: int) -> dict:
+    """The settings an evaluation's numbers depend on, as metrics.json records them under "rollout"."""
+    return {"context_frames": context_frames, "horizon": horizon, "clips": clips, "sampling_steps": steps,
+            "guidance": float(guidance), "min_change": float(min_change), "seed": seed}
 
 
 def default_heldout(n_episodes: int) -> tuple[int, int]:
@@ -288,4 +305,5 @@ def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, dat
                                 steps=steps, seed=seed, device=dev, examples=examples, guidance=guidance,
                                 min_change=min_change, progress=progress, aspect=aspect)
                for p in paths]
-    return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results)
+    return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results, guidance=guidance,
+                      min_change=min_change, clips=clips)

@@ -14,8 +14,6 @@ use are the most reported failure of the field's released models (see ANCHORS.md
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -30,8 +28,16 @@ from unified_action.models.pretrained import (  # noqa: F401  (loading lives bes
     load_pretrained,
     read_export,
 )
+from unified_action.outputs import OutputKind, check_output, fresh_tmp, replace_dir
 from unified_action.tokenization import Registry
-from unified_action.training.checkpoint import MARKER, TAG
+from unified_action.training.checkpoint import (
+    MARKER,
+    TAG,
+    checkpoint_problem,
+    complete_checkpoints,
+    newest_usable,
+    read_meta,
+)
 
 
 def export_meta(model_cfg: dict, registry: Registry, tokenizer_names: list[str], run: dict) -> dict:
@@ -57,19 +63,30 @@ def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         return zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=TAG)
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
-    """Write the export of a complete checkpoint (or a run directory: its latest) to `out`, atomically."""
+EXPORT = OutputKind("an export", r"model\.safetensors|config\.json|README\.md")
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, log=print) -> Path:
+    """Write the export of a complete checkpoint (or a run directory: its newest usable one) to `out`, atomically.
+    `out` must be new, empty or an earlier export, and hold none of the job's inputs (checked before any work)."""
     ckpt, out = Path(ckpt), Path(out)
-    if (ckpt / "checkpoints").is_dir():  # a run directory
-        done = sorted(p for p in (ckpt / "checkpoints").glob("step_????????") if (p / MARKER).is_file())
-        if not done:
-            raise TrainingError(f"{ckpt}/checkpoints: no complete checkpoint to export")
-        ckpt = done[-1]
-    if not (ckpt / MARKER).is_file():
+    if (ckpt / "checkpoints").is_dir():  # a run directory: newer unusable checkpoints are skipped, saying so
+        run = ckpt
+        ckpt, skipped = newest_usable(complete_checkpoints(ckpt / "checkpoints"))
+        why = "; ".join(f"{p.name} ({w})" for p, w in skipped)
+        if ckpt is None:
+            raise TrainingError(f"{run}/checkpoints: no complete checkpoint to export" + (f": {why}" if why else ""))
+        if skipped:
+            log(f"exporting {ckpt}: skipped {why}")
+    elif not (ckpt / MARKER).is_file():
         raise TrainingError(f"{ckpt}: not a complete checkpoint (no {MARKER}); a killed save leaves only .tmp directories")
-    meta = json.loads((ckpt / MARKER).read_text())
+    elif (why := checkpoint_problem(ckpt)) is not None:
+        raise TrainingError(f"{ckpt}: cannot be exported: {why}")
+    meta = read_meta(ckpt)
     tuned = meta.get("run", {}).get("finetune", {})
-    if tuned.get("mode") in ("lora", "adapter"):  # adapters to merge, frozen weights to take from the pretrained export
+    merged = tuned.get("mode") in ("lora", "adapter")
+    check_output(out, EXPORT, [ckpt, *([tuned["init_from"]] if merged else [])])
+    if merged:  # adapters to merge, frozen weights to take from the pretrained export
         return export_merged(ckpt, out, tuned.get("lora_alpha", 1.0) / tuned.get("lora_rank", 1.0), tuned["init_from"])
     trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
     return write_export(consolidated_state_dict(ckpt), meta, out, trained)
@@ -81,7 +98,7 @@ def export_merged(ckpt: Path, out: Path, scale: float, init_from: str | Path) ->
     are absent; they are by construction the pretrained ones, taken from there in fp32 (not a bf16 copy)."""
     from unified_action.models.lora import merge_lora
 
-    meta = json.loads((Path(ckpt) / MARKER).read_text())
+    meta = read_meta(Path(ckpt))
     trained = {"checkpoint": str(ckpt), "step": meta["step"], "run": meta.get("run", {})}
     state = consolidated_state_dict(Path(ckpt))
     _, pretrained = read_export(init_from)
@@ -96,18 +113,13 @@ def write_export(state: dict[str, torch.Tensor], meta: dict, out: str | Path, tr
 
     out = Path(out)
     state = {k: v.contiguous() for k, v in state.items()}
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh_tmp(out, EXPORT)
     config = {k: meta[k] for k in ("format_version", "model", "vocab_version", "vocab_size", "embodiments", "tokenizers")}
     config["trained"] = trained
     save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "unified_action_config": json.dumps(config)})
     (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     (tmp / CARD).write_text(model_card(config, sum(v.numel() for v in state.values())))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out, EXPORT)
 
 
 def model_card(config: dict, n_params: int) -> str:
