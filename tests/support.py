@@ -37,3 +37,28 @@ def tree_digest(root: Path) -> dict[str, str]:
     proves it deleted, changed and added nothing there."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}
+
+
+# Defined in the child before the code of `run_bounded`: a hostile read is run only after `bound()`.
+_BOUND = '''
+import re as _re, resource as _resource
+def bound():
+    """From here on, the address space may grow by BUDGET bytes at most: past it an allocation raises MemoryError."""
+    vm = int(_re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+    hard = _resource.getrlimit(_resource.RLIMIT_AS)[1]
+    soft = vm + BUDGET if hard == _resource.RLIM_INFINITY else min(vm + BUDGET, hard)
+    _resource.setrlimit(_resource.RLIMIT_AS, (soft, hard))
+'''
+
+
+def run_bounded(code: str, budget: int, *args, timeout: float = 120):
+    """`python -c code ARGS` in a child whose memory may grow by `budget` bytes once `code` calls `bound()` (after its
+    imports): a read that would exhaust the machine fails there with a MemoryError instead. One thread and one
+    malloc arena, so no thread's reserved arena counts against the budget."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+               MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", f"BUDGET = {int(budget)}\n{_BOUND}\n{code}", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)

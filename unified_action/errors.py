@@ -44,6 +44,11 @@ class TrainingError(UnifiedActionError):
     """Training cannot go on as asked: a non-finite loss, a checkpoint that does not fit this run."""
 
 
+def short(value) -> str:
+    """A bounded repr of a value read from a user's file, for an error line (a 10**6-deep list prints as '[[...]]')."""
+    return _SHORT.repr(value)
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)

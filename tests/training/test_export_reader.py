@@ -4,6 +4,7 @@ edited tokenizer hash can't pass), and the sizes it asks for are bounded before 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -57,3 +58,46 @@ def test_garbage_weights_file_is_one_line(export):
     (export / WEIGHTS).write_bytes(b"\xff" * 100)
     with pytest.raises(TrainingError, match="model.safetensors: not a readable safetensors file"):
         load_pretrained(export, check=False)
+
+
+@pytest.fixture()
+def real_export(registry, tmp_path):
+    """An export of a real (tiny, one-block) model's weights, tokenizers as registered."""
+    from unified_action.models.spec import model_spec
+
+    cfg = model_config("tiny", depth=1)
+    meta = export_meta(cfg.to_dict(), registry, ["carracing"], {})
+    return write_export(model_spec().build(cfg).state_dict(), meta, tmp_path / "export", {"step": 1})
+
+
+def _first_float(state: dict) -> str:
+    return next(k for k, v in state.items() if v.is_floating_point() and v.dim() == 2)
+
+
+TAMPERED = {  # the weights file rewritten as a hostile user would, config and metadata kept
+    "missing_key": (lambda s, k: s.pop(k), r"model.safetensors: {k}: missing \(the model has \d+ tensors, the file \d+\)"),
+    "extra_key": (lambda s, k: s.update({"extra.weight": torch.zeros(3)}), r"model.safetensors: extra.weight: not a tensor of the model"),
+    "wrong_shape": (lambda s, k: s.update({k: s[k][:, :1].contiguous()}), r"model.safetensors: {k}: shape \[\d+, 1\], expected \[\d+, \d+\]"),
+    "nan": (lambda s, k: s[k].view(-1).__setitem__(0, float("nan")), r"model.safetensors: {k}: holds NaN or infinite values"),
+    "int64": (lambda s, k: s.update({k: s[k].to(torch.int64)}), r"model.safetensors: {k}: dtype int64, expected float32"),
+}
+
+
+@pytest.mark.parametrize("kind", TAMPERED)
+def test_tampered_weights_are_one_line_naming_the_tensor(real_export, registry, kind):
+    from safetensors import safe_open
+
+    from unified_action.training.trainer import init_weights_from
+
+    model, _ = load_pretrained(real_export, registry)  # as written, it loads
+    with safe_open(str(real_export / WEIGHTS), framework="pt") as f:
+        metadata = f.metadata()
+    state = load_file(str(real_export / WEIGHTS))
+    key = _first_float(state)
+    change, match = TAMPERED[kind]
+    change(state, key)
+    save_file(state, str(real_export / WEIGHTS), metadata=metadata)
+    for load in (lambda: load_pretrained(real_export, registry), lambda: init_weights_from(model, real_export, registry, ["carracing"])):
+        with pytest.raises(TrainingError, match=match.format(k=re.escape(key))) as e:
+            load()
+        assert "\n" not in str(e.value)

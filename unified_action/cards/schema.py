@@ -22,6 +22,7 @@ SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
 MAX_DIMS = 4096  # values in one native action field (the unified space has a few hundred slots)
 MAX_ROWS = 4096  # rows of a table transform
 MAX_ITEMS = 256  # cameras, action fields, proprio fields, tags, slots of a field, ...
+MAX_IMAGE_SIDE = 8192  # pixels of a camera's height or width (and of a dataset's image_size)
 Text = Annotated[str, Field(max_length=4000)]
 Name = Annotated[str, Field(max_length=200)]
 Number = float | int
@@ -119,17 +120,17 @@ Source = Annotated[GymnasiumSource | RLDSSource | LeRobotSource | NumpySource, F
 
 
 class Crop(_Strict):
-    top: int = Field(0, ge=0, le=8192)
-    bottom: int = Field(0, ge=0, le=8192)
-    left: int = Field(0, ge=0, le=8192)
-    right: int = Field(0, ge=0, le=8192)
+    top: int = Field(0, ge=0, le=MAX_IMAGE_SIDE)
+    bottom: int = Field(0, ge=0, le=MAX_IMAGE_SIDE)
+    left: int = Field(0, ge=0, le=MAX_IMAGE_SIDE)
+    right: int = Field(0, ge=0, le=MAX_IMAGE_SIDE)
 
 
 class Camera(_Strict):
     name: str = Field(pattern=SLUG, max_length=200)
     key: Name = Field(description="path of the image in an observation, e.g. 'observation/image'")
-    height: int = Field(gt=0, le=8192)
-    width: int = Field(gt=0, le=8192)
+    height: int = Field(gt=0, le=MAX_IMAGE_SIDE)
+    width: int = Field(gt=0, le=MAX_IMAGE_SIDE)
     # Some simulators hand images over upside down (Meta-World's MuJoCo cameras); recording flips them back.
     flip_vertical: bool = False
     # The region of interest, as pixels cut from each edge before the frame is fitted to the shards' size: a

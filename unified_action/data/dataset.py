@@ -10,25 +10,30 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from unified_action.cards import DataCard, parse_card
+from unified_action.cards.schema import MAX_IMAGE_SIDE
 from unified_action.data.episode import Episode
 from unified_action.data.shard_index import IndexedShard, check_pointer
 from unified_action.data.shards import (
+    MAX_EPISODE,
+    MAX_STEPS,
     READ_LAYOUTS,
     SHARD_RE,
     ShardURL,
+    check_frame_sizes,
     iter_samples,
+    min_step_bytes,
     sample_actions,
     sample_meta,
     sample_to_episode,
     verify_shard,
 )
-from unified_action.errors import CardError, DataError
+from unified_action.errors import CardError, DataError, short
 
 MANIFEST = "manifest.json"
 
@@ -90,6 +95,14 @@ class ShardDataset:
     manifest: dict
     card: DataCard
     shards: tuple[ShardEntry, ...]
+    # per camera, the frame size (H, W) the dataset declares: what settings.image_size fitted every frame to, or
+    # where it kept the source's size (None), the card's camera size as the most a frame may have
+    frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    frames_exact: bool = True
+
+    def check_frames(self, meta: dict, where: str) -> None:
+        """A sample's cameras against `frame_sizes`, before any of its frames is decoded."""
+        check_frame_sizes(meta, self.frame_sizes, self.frames_exact, where)
 
     @property
     def name(self) -> str:
@@ -112,7 +125,9 @@ class ShardDataset:
             if lo < hi:
                 for j, sample in enumerate(iter_samples(s.url, allow_pipe)):
                     if lo <= first + j < hi:
-                        yield sample_to_episode(sample, self.card, f"{s.url}: {sample['__key__']}")
+                        where = f"{s.url}: {sample['__key__']}"
+                        self.check_frames(sample_meta(sample, where), where)
+                        yield sample_to_episode(sample, self.card, where)
             first = end
 
     def iter_actions(self, allow_pipe: bool = False) -> Iterator[np.ndarray]:
@@ -138,6 +153,8 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
         manifest = json.loads(mpath.read_text())
         shards_json = manifest["shards"]
         layout = int(manifest["layout"])
+    except RecursionError:  # json's own recursion: a list nested 100,000 deep
+        raise DataError(f"{mpath}: not a valid manifest (nested too deeply)") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{mpath}: not a valid manifest ({type(e).__name__}: {e})") from None
     if layout not in READ_LAYOUTS:
@@ -155,7 +172,7 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
                         f"(manifest has {str(manifest.get('card_md_sha256'))[:12]}, card is {card.content_hash[:12]})")
     try:
         for i, s in enumerate(shards_json):
-            _check_shard_entry(s, f"{mpath}: shards[{i}]")
+            _check_shard_entry(s, f"{mpath}: shards[{i}]", min_step_bytes(card))
     except (TypeError, KeyError, AttributeError) as e:
         raise DataError(f"{mpath}: not a valid manifest ({type(e).__name__}: {e})") from None
     urls = {s["name"]: ShardURL(str(root / s["name"]), s["bytes"], s["sha256"]) for s in shards_json}
@@ -164,17 +181,51 @@ def open_dataset(path: str | Path, shard_urls: list[str] | None = None) -> Shard
     entries = tuple(ShardEntry(s["name"], urls[s["name"]], tuple(s["episodes"]), tuple(s["lengths"]), int(s["bytes"]),
                                s["sha256"], _index_pointer(s, layout, f"{mpath}: shards[{i}]"))
                     for i, s in enumerate(shards_json) if s["name"] in urls)
-    return ShardDataset(root, manifest, card, entries)
+    return ShardDataset(root, manifest, card, entries, *_frame_sizes(manifest, card, mpath))
 
 
-def _check_shard_entry(s: dict, where: str) -> None:
-    """A manifest's shard entry: a plain file name inside the dataset (never a path that leaves it), its counts."""
+def _frame_sizes(manifest: dict, card: DataCard, mpath: Path) -> tuple[dict[str, tuple[int, int]], bool]:
+    """(camera -> frame size, exact) as the manifest's settings.image_size and the card declare them."""
+    settings = manifest.get("settings") or {}
+    size = settings.get("image_size") if isinstance(settings, dict) else None
+    cams = card.header.cameras
+    if size is None:  # the source's size was kept: at most what the card's camera gives (the card bounds it)
+        return {c.name: (c.height, c.width) for c in cams}, False
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 0 < v <= MAX_IMAGE_SIDE for v in size)):
+        raise DataError(f"{mpath}: settings.image_size: {short(size)}, expected [height, width] in 1..{MAX_IMAGE_SIDE}, or null")
+    return {c.name: (size[0], size[1]) for c in cams}, True
+
+
+def _check_shard_entry(s: dict, where: str, step_bytes: int) -> None:
+    """A manifest's shard entry: a plain file name inside the dataset (never a path that leaves it), its counts,
+    each bounded before the loader plans clips from them (a length of 10**18 took 21 GB): every length a step
+    count a sample may have, and all of them together no more steps than the shard's bytes can hold."""
     name = s["name"]
     if not isinstance(name, str) or "/" in name or "\\" in name or name in (".", "..") or not SHARD_RE.match(name):
         raise DataError(f"{where}.name: {str(name)[:80]!r}, expected a shard file name '<card>-<part>-<seq>.tar' "
                         f"inside the dataset directory")
-    if not (isinstance(s["bytes"], int) and isinstance(s["sha256"], str) and len(s["episodes"]) == len(s["lengths"])):
-        raise DataError(f"{where}: expected bytes (int), sha256 (str) and as many lengths as episodes")
+    if not (_is_int(s["bytes"]) and s["bytes"] >= 0 and isinstance(s["sha256"], str)):
+        raise DataError(f"{where}: expected bytes (an integer >= 0) and sha256 (str)")
+    episodes, lengths = _int_list(s, "episodes", 0, MAX_EPISODE, where), _int_list(s, "lengths", 1, MAX_STEPS, where)
+    if len(episodes) != len(lengths):
+        raise DataError(f"{where}: {len(episodes)} episodes and {len(lengths)} lengths, expected one length per episode")
+    if sum(lengths) * step_bytes > s["bytes"]:
+        raise DataError(f"{where}.lengths: {sum(lengths)} steps need at least {sum(lengths) * step_bytes} bytes (actions, "
+                        f"rewards, flags), more than the shard's {s['bytes']}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_list(s: dict, field: str, lo: int, hi: int, where: str) -> list[int]:
+    values = s[field]
+    if not isinstance(values, list):
+        raise DataError(f"{where}.{field}: {short(values)}, expected a list of integers")
+    for i, v in enumerate(values):
+        if not (_is_int(v) and lo <= v <= hi):
+            raise DataError(f"{where}.{field}[{i}]: {short(v)}, expected an integer in {lo}..{hi}")
+    return values
 
 
 def _index_pointer(s: dict, layout: int, where: str) -> tuple[int, int] | None:

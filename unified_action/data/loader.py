@@ -264,6 +264,7 @@ class Stream:
                     continue
                 try:
                     meta = sample_meta(s, where)
+                    plan.ds.check_frames(meta, where)  # before a frame is decoded: a step inflates to its declared size
                     if int(meta["length"]) != shard.lengths[e]:
                         raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
                     check_complete(s, meta, where)

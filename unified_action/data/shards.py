@@ -52,9 +52,17 @@ import numpy as np
 
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
-from unified_action.data.blocks import MAX_BLOCK_STEPS, ArraySpec, Block, block_member, block_starts, encode_block
+from unified_action.data.blocks import (
+    MAX_BLOCK_STEPS,
+    ArraySpec,
+    Block,
+    block_member,
+    block_starts,
+    encode_block,
+    get_codec,
+)
 from unified_action.data.episode import Episode
-from unified_action.data.frames import DEFAULT_ASPECT, decode_image, resize_frames
+from unified_action.data.frames import DEFAULT_ASPECT, resize_frames
 from unified_action.data.shard_index import INDEX_MEMBER, INDEX_VERSION
 from unified_action.errors import DataError
 
@@ -64,6 +72,7 @@ IMAGE_FORMATS = {"png": "png", "jpeg": "jpg"}  # layout 1: image format -> membe
 FRAME_CODECS = ("zlib", "png", "jpeg")  # layout 2: --image-format -> block codec of the cameras
 DEFAULT_BLOCK_STEPS = 32
 MAX_STEPS = 10_000_000  # steps of one episode: 2.8 hours at 1 kHz
+MAX_EPISODE = 10**8 - 1  # a sample's key is the episode index in 8 digits
 SHARD_RE = re.compile(r"^(?P<card>.+)-(?P<part>\d{4})-(?P<seq>\d{5})\.tar$")
 
 
@@ -87,6 +96,17 @@ def npy_bytes(a: np.ndarray) -> bytes:
 
 
 def npy_load(data: bytes) -> np.ndarray:
+    """An .npy member's array. Its header is checked against the member's size before anything is allocated: a
+    header may claim any shape (10**13 x 2) in a file of a few hundred bytes. Raises ValueError on bad bytes."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):  # what numpy writes for every dtype this package stores
+        raise ValueError(f"npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    need = dtype.itemsize * int(np.prod(shape, dtype=object))  # Python ints: no overflow for any claimed shape
+    if dtype.hasobject or need != len(data) - f.tell():
+        raise ValueError(f"the header's shape {shape} of {dtype} is {need} bytes, the member holds {len(data) - f.tell()}")
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -134,6 +154,12 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", i
 REQUIRED = ("meta.json", "action.npy", "reward.npy", "discount.npy", "flags.npy")
 
 
+def min_step_bytes(card: DataCard) -> int:
+    """The fewest bytes a step takes in a shard, whatever its frames: its native actions (float64), reward and
+    discount (float32) and flags (3 x uint8), stored uncompressed. Bounds the steps a shard of known size can hold."""
+    return 8 * card.mapping.native_dim + 4 + 4 + 3
+
+
 def members_of(sample: dict):
     """The sample's member suffixes: all of them, also those a reader through the index did not load."""
     return sample.get("__members__") or sample.keys()
@@ -172,6 +198,19 @@ def sample_meta(sample: dict, where: str) -> dict:
     return meta
 
 
+def check_frame_sizes(meta: dict, sizes: dict[str, tuple[int, int]], exact: bool, where: str) -> None:
+    """Every camera of the sample is one of the dataset's, of the size it declares (`ShardDataset.frame_sizes`):
+    exactly, or at most where the dataset kept its source's size. Checked before any frame is decoded, since a
+    step inflates to the size its meta.json declares (a 195 KB block of a 8192x8192 camera held 201 MB a frame)."""
+    for cam, hw in meta["cameras"].items():
+        want = sizes.get(cam)
+        if want is None:
+            raise DataError(f"{where}: meta.json: cameras.{str(cam)[:40]}: not a camera of the dataset (cameras: {sorted(sizes)})")
+        if list(hw) != list(want) if exact else not all(isinstance(v, int) and 0 < v <= w for v, w in zip(hw, want)):
+            raise DataError(f"{where}: meta.json: cameras.{cam}: {str(list(hw))[:40]}, expected {'' if exact else 'at most '}"
+                            f"{list(want)} (the dataset's frame size: {'manifest.json settings.image_size' if exact else 'its card'})")
+
+
 def _expected_members(meta: dict):
     T = int(meta["length"])
     if "__specs__" not in meta:  # layout 1: a member per frame
@@ -192,14 +231,19 @@ def check_complete(sample: dict, meta: dict, where: str) -> None:
                         f"first key '{missing[0]}' (a truncated shard?)")
 
 
+def member_array(sample: dict, member: str, where: str) -> np.ndarray:
+    """An .npy member of the sample, as `npy_load` checks it; bad bytes are a DataError naming the member."""
+    try:
+        return npy_load(sample[member])
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{where}: {member}: not a numpy array ({str(e)[:200]})") from None
+
+
 def sample_actions(sample: dict, card: DataCard, where: str, check_range: bool = True) -> np.ndarray:
     """The sample's native actions [T, native_dim] float64, checked for dtype, shape, finiteness and the card's range."""
     meta = sample_meta(sample, where)
     T, n = int(meta["length"]), card.mapping.native_dim
-    try:
-        a = npy_load(sample["action.npy"])
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{where}: action.npy: not a numpy array ({e})") from None
+    a = member_array(sample, "action.npy", where)
     if a.dtype != np.float64:
         raise DataError(f"{where}: action.npy: dtype {a.dtype}, expected float64")
     if a.shape != (T, n):
@@ -256,12 +300,10 @@ def sample_frames(sample: dict, camera: str, steps, where: str) -> np.ndarray:
         member = frame_member(camera, int(t), ext)
         if member not in sample:
             raise DataError(f"{where}: key '{member}' is missing")
-        try:
-            img = decode_image(sample[member])
+        try:  # the image codec checks the size in its header before decoding (blocks.py)
+            img = get_codec("png").decode(memoryview(sample[member]), ArraySpec("uint8", (H, W, 3), "png"))
         except Exception as e:  # PIL raises several types for undecodable bytes
-            raise DataError(f"{where}: {member}: not a decodable image ({type(e).__name__})") from None
-        if img.shape != (H, W, 3):
-            raise DataError(f"{where}: {member}: shape {list(img.shape)}, expected [{H}, {W}, 3]")
+            raise DataError(f"{where}: {member}: not a decodable image of {H}x{W} ({type(e).__name__}: {str(e)[:80]})") from None
         out.append(img)
     return np.stack(out)
 
@@ -282,14 +324,14 @@ def sample_to_episode(sample: dict, card: DataCard, where: str) -> Episode:
     T = int(meta["length"])
     native = sample_actions(sample, card, where, check_range=False)
     actions = {path: a.astype(f.dtype) for (path, a), f in zip(_unflatten(native, card.header.action).items(), card.header.action)}
-    proprio = _unflatten(npy_load(sample["proprio.npy"]), card.header.proprio) if "proprio.npy" in sample else {}
-    flags = npy_load(sample["flags.npy"]).astype(bool)
+    proprio = _unflatten(member_array(sample, "proprio.npy", where), card.header.proprio) if "proprio.npy" in sample else {}
+    flags = member_array(sample, "flags.npy", where).astype(bool)
     frames = {cam: sample_frames(sample, cam, range(T), where) for cam in meta["cameras"]}
     arrays = {name: sample_steps(sample, name, range(T), where) for name in meta.get("__specs__", {}) if name not in frames}
     return Episode(card=meta["card"], index=int(meta["episode"]), frames=frames, actions=actions,
-                   reward=npy_load(sample["reward.npy"]), is_first=flags[:, 0], is_last=flags[:, 1],
+                   reward=member_array(sample, "reward.npy", where), is_first=flags[:, 0], is_last=flags[:, 1],
                    is_terminal=flags[:, 2], instruction=meta.get("instruction", ""), proprio=proprio,
-                   discount=npy_load(sample["discount.npy"]), source=meta.get("source", ""), arrays=arrays)
+                   discount=member_array(sample, "discount.npy", where), source=meta.get("source", ""), arrays=arrays)
 
 
 # ----------------------------------------------------------------------------------------- shard files

@@ -96,5 +96,29 @@ def load_pretrained(path: str | Path, registry: str | Path | Registry | None = N
         check_tokenizers(config, registry if isinstance(registry, Registry) else Registry(registry), str(path))
     spec = model_spec()
     model = spec.build(spec.config_from_dict(config["model"]))
+    check_weights(state, model, Path(path) / WEIGHTS)
     model.load_state_dict(state, strict=True)
     return model, config
+
+
+def check_weights(state: dict[str, torch.Tensor], model: torch.nn.Module, where: str | Path) -> None:
+    """An export's tensors against the model its config builds: the same names, shapes and dtypes, and finite
+    values. One line naming the tensor, where load_state_dict gives a traceback (and takes NaN or int64 weights
+    silently: a NaN weight only shows as NaN frames)."""
+    want = model.state_dict()
+    extra = sorted(set(state) - set(want))
+    if extra:
+        raise TrainingError(f"{where}: {extra[0][:80]}: not a tensor of the model ({len(extra)} such; "
+                            f"an export of another model or a file edited after export)")
+    missing = [k for k in want if k not in state]
+    if missing:
+        raise TrainingError(f"{where}: {missing[0]}: missing (the model has {len(want)} tensors, the file {len(state)})")
+    for name, ref in want.items():
+        t = state[name]
+        if t.dtype != ref.dtype:
+            raise TrainingError(f"{where}: {name}: dtype {str(t.dtype).removeprefix('torch.')}, "
+                                f"expected {str(ref.dtype).removeprefix('torch.')}")
+        if t.shape != ref.shape:
+            raise TrainingError(f"{where}: {name}: shape {list(t.shape)}, expected {list(ref.shape)}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TrainingError(f"{where}: {name}: holds NaN or infinite values")

@@ -101,8 +101,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, max_action_tokens: int):
 
 def init_weights_from(model, export_dir: str | Path, registry, names: list[str]) -> None:
     """Start from exported weights (the model config must match but for a larger vocabulary or longer action chunks)."""
+    from unified_action.models.pretrained import check_weights
     from unified_action.models.spec import model_spec
-    from unified_action.training.export import check_tokenizers, read_export
+    from unified_action.training.export import WEIGHTS, check_tokenizers, read_export
 
     config, state = read_export(export_dir)
     check_tokenizers(config, registry, str(export_dir), [n for n in names if n in config["tokenizers"]])
@@ -118,6 +119,7 @@ def init_weights_from(model, export_dir: str | Path, registry, names: list[str])
             raise TrainingError(f"{export_dir}: {k}: the job's model has {getattr(new, k)}, the export {getattr(old, k)}; "
                                 f"it can only grow")
     src = spec.build(old)
+    check_weights(state, src, Path(export_dir) / WEIGHTS)
     src.load_state_dict(state, strict=True)
     if old.vocab_size != new.vocab_size:
         src.resize_vocab(new.vocab_size)
