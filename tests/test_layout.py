@@ -25,3 +25,19 @@ def test_the_core_and_the_cli_import_without_ray():
             "import unified_action.data.ray_engine\n")  # the engine module itself imports Ray only when run
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_the_library_never_imports_the_cli():
+    """Layers point one way (action_space -> ... -> demo -> cli): a library module importing the CLI drags typer and
+    every command into a user's `import`, and ties the library to how the commands print."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "unified_action").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT / "unified_action").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n == "unified_action.cli" or n.startswith("unified_action.cli.")]
+    assert offenders == []

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
-from tqdm import tqdm
 
 from unified_action.cards import load_card
 from unified_action.console import make_console
-from unified_action.errors import DataError
+from unified_action.data.dataset import shard_episodes
 from unified_action.tokenization import Registry
 from unified_action.tokenization.episodes import load_episodes
 from unified_action.tokenization.fitting import chunks_of, roundtrip_report
 from unified_action.tokenization.kinds import require_valid_card
-from unified_action.tokenization.normalization import Stats
 from unified_action.tokenization.registry import REGISTRY_ENV
 
 app = typer.Typer(help="Embodiment tokenizers and the shared action vocabulary.", no_args_is_help=True)
@@ -54,25 +52,6 @@ def register(
         tok = reg.register(c, episodes, force=force, heldout_fraction=heldout_fraction, seed=seed,
                            log=lambda msg: (console.log(msg), status.update(msg)), stats=stats, fitted_from=fitted)
     _print_summary(tok)
-
-
-def shard_episodes(path: Path, card, episodes: tuple[int, int] | None = None) -> tuple[list, Stats | None]:
-    """Native action episodes of a shard dataset (frames are not decoded) and its unified statistics.
-
-    `episodes` (start, stop): only those, in manifest order, and no statistics (the fit computes them over these
-    episodes): the dataset's stats.json covers every episode, which a few-shot job (uact finetune) must not see."""
-    from itertools import islice
-
-    from unified_action.data.dataset import open_dataset
-
-    ds = open_dataset(path)
-    if ds.card.header.action != card.header.action:
-        raise DataError(f"{ds.root / (ds.name + '.md')}: action: the shards were written with another action mapping than {card.source_path}")
-    lo, hi = episodes or (0, ds.episodes)
-    actions = islice(ds.iter_actions(), lo, hi)
-    read = list(tqdm(actions, total=hi - lo, desc=f"reading {ds.name} shards", unit="ep", leave=False))
-    stats = ds.stats() if episodes is None else None
-    return read, (Stats.from_json(stats["unified"]) if stats else None)
 
 
 @app.command("list")

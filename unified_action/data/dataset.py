@@ -34,6 +34,7 @@ from unified_action.data.shards import (
     verify_shard,
 )
 from unified_action.errors import CardError, DataError, short
+from unified_action.tokenization.normalization import Stats
 
 MANIFEST = "manifest.json"
 
@@ -263,3 +264,22 @@ def expand_urls(pattern: str) -> list[str]:
     from braceexpand import braceexpand
 
     return [u for part in pattern.split("::") for u in braceexpand(part)]
+
+
+def shard_episodes(path: str | Path, card: DataCard, episodes: tuple[int, int] | None = None) -> tuple[list, Stats | None]:
+    """Native action episodes of a shard dataset (frames are not decoded) and its unified statistics.
+
+    `episodes` (start, stop): only those, in manifest order, and no statistics (the fit computes them over these
+    episodes): the dataset's stats.json covers every episode, which a few-shot job (uact finetune) must not see."""
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    ds = open_dataset(path)
+    if ds.card.header.action != card.header.action:
+        raise DataError(f"{ds.root / (ds.name + '.md')}: action: the shards were written with another action mapping than {card.source_path}")
+    lo, hi = episodes or (0, ds.episodes)
+    actions = islice(ds.iter_actions(), lo, hi)
+    read = list(tqdm(actions, total=hi - lo, desc=f"reading {ds.name} shards", unit="ep", leave=False))
+    stats = ds.stats() if episodes is None else None
+    return read, (Stats.from_json(stats["unified"]) if stats else None)

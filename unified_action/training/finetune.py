@@ -152,8 +152,7 @@ def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[
 def register_new(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[str]:
     """Register the tokenizer of every dataset the registry lacks, from the episodes the job trains on,
     as `uact tokenizer register --data <dataset>` would. -> names registered."""
-    from unified_action.cli.tokenizer import shard_episodes
-    from unified_action.data.dataset import open_dataset
+    from unified_action.data.dataset import open_dataset, shard_episodes
     from unified_action.tokenization import Registry
     from unified_action.training.preflight import fitted_from
 
