@@ -5,6 +5,8 @@ part is written by one process into its own shards `<card>-<part>-<seq>.tar`. A 
 when its sidecar `progress/<shard>.json` exists (written after the tar was renamed into place), so a re-run
 resumes every part after its last finished shard and deletes whatever a killed run left half-written.
 The manifest, stats.json and <card>.md are written last; a directory with a manifest is complete.
+One command writes a directory at a time (it holds progress/lock); a full disk stops it with one line, its
+half-written shard deleted, and the same command resumes once there is space.
 
 Engines run the parts: `local` (processes on this machine, the default) or `ray` (one Ray task per part, on a
 cluster: ray_engine.py). Both write the same plan with the same `write_part`, so their output is byte-identical.
