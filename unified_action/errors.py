@@ -32,6 +32,10 @@ class TokenizerError(UnifiedActionError):
     """Actions or tokens do not fit a tokenizer (wrong shape, non-finite values, unknown kind)."""
 
 
+class DiskFullError(UnifiedActionError):
+    """A device filled up while a file was being written: 'no space left on <mount point> while writing <file>'."""
+
+
 class DataError(UnifiedActionError):
     """An episode file cannot be read as the card says."""
 

@@ -5,6 +5,8 @@ part is written by one process into its own shards `<card>-<part>-<seq>.tar`. A 
 when its sidecar `progress/<shard>.json` exists (written after the tar was renamed into place), so a re-run
 resumes every part after its last finished shard and deletes whatever a killed run left half-written.
 The manifest, stats.json and <card>.md are written last; a directory with a manifest is complete.
+One command writes a directory at a time (it holds progress/lock); a full disk stops it with one line, its
+half-written shard deleted, and the same command resumes once there is space.
 
 Engines run the parts: `local` (processes on this machine, the default) or `ray` (one Ray task per part, on a
 cluster: ray_engine.py). Both write the same plan with the same `write_part`, so their output is byte-identical.
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from unified_action.atomic import atomic_write_bytes, atomic_write_json, writing
 from unified_action.cards import DataCard, load_card, parse_card
 from unified_action.data.dataset import MANIFEST, ShardDataset, open_dataset
 from unified_action.data.episode import Episode
@@ -43,8 +46,6 @@ from unified_action.data.shards import (
     SHARD_RE,
     ShardInfo,
     ShardWriter,
-    atomic_write_bytes,
-    atomic_write_json,
     episode_to_sample,
     npy_bytes,
 )
@@ -54,6 +55,7 @@ from unified_action.processes import parent_death_signal
 
 Log = Callable[[str], None]
 PROGRESS = "progress"
+LOCK = "lock"  # in progress/: held by the command writing the dataset (output_lock)
 ENGINES = ("local", "ray")
 
 
@@ -199,23 +201,57 @@ def write_dataset(spec: SourceSpec, out: str | Path, *, workers: int = 2, settin
     n = spec.count()
     if n == 0:
         raise DataError(f"{spec.root or spec.card_path}: no episodes to write")
-    with _engine(engine, address, workers) as run_parts:
+    # writing(out): a full disk anywhere below (a worker's shard, a sidecar, the manifest) is one line naming it
+    with _engine(engine, address, workers) as run_parts, writing(out):
         if overwrite and out.exists():
             check_overwrite(out, spec)
-            shutil.rmtree(out)
         (out / PROGRESS).mkdir(parents=True, exist_ok=True)
-        plan = _plan(out, spec, card, n, settings, workers)
-        if (out / MANIFEST).is_file():
-            log(f"{out}: complete, nothing to do")
-            return open_dataset(out)
-        bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
-        try:
-            run_parts(spec, out, plan["parts"], settings, bar)
-        finally:
-            bar.close()
-    ds = _finalize(out, spec, card, plan)
+        with output_lock(out):
+            if overwrite:
+                _clear(out)
+            plan = _plan(out, spec, card, n, settings, workers)
+            if (out / MANIFEST).is_file():
+                log(f"{out}: complete, nothing to do")
+                return open_dataset(out)
+            bar = tqdm(total=n, desc=f"{card.name} -> shards", unit="ep", disable=not progress)
+            try:
+                run_parts(spec, out, plan["parts"], settings, bar)
+            finally:
+                bar.close()
+            ds = _finalize(out, spec, card, plan)
     log(f"{out}: {ds.episodes} episodes in {len(ds.shards)} shards")
     return ds
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold `out/progress/lock` while writing into `out`: a second command writing the same directory would delete
+    the first one's half-written shards as a killed run's debris (write_part), so it is refused instead. The lock
+    is the kernel's (flock): it goes with its process, however that ends."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / PROGRESS / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DataError(f"{out}: another command is writing this dataset now (it holds {out / PROGRESS / LOCK}); "
+                        f"wait for it to finish, or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _clear(out: Path) -> None:
+    """--overwrite: delete everything in `out` but the lock held while doing it (deleting the directory would let
+    another command lock a new one beside us)."""
+    for p in [*out.iterdir(), *(out / PROGRESS).iterdir()]:
+        if p.name == PROGRESS and p.parent == out or p == out / PROGRESS / LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 @contextlib.contextmanager

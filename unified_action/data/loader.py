@@ -39,7 +39,7 @@ from unified_action.data.blocks import block_member, blocks_for
 from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset, read_samples
 from unified_action.data.frames import DEFAULT_ASPECT, check_aspect, resize_frames
 from unified_action.data.shards import check_complete, members_of, sample_actions, sample_frames, sample_meta
-from unified_action.errors import DataError
+from unified_action.errors import DataError, UnifiedActionError
 from unified_action.tokenization import Registry
 
 STATE_VERSION = 1
@@ -392,6 +392,9 @@ class ClipLoader:
             source = self._source
         self._workers_in_step = False  # until this epoch has been consumed to its end
         for local, batch, state in source:
+            if isinstance(batch, UnifiedActionError):  # a worker's DataError: its one line, not torch's wrapped traceback
+                self._close_workers()
+                raise batch
             local = int(local)
             self.states[local] = StreamState.from_json(state)
             self.consumed += 1
@@ -461,7 +464,14 @@ class _WorkerStreams(IterableDataset):
             self._stream = self.loader._stream(local)
         else:
             self._stream.state.epoch_clips = 0  # the next epoch, as ClipLoader._next_epoch counts it
-        for batch, state in self._stream.batches():
-            if info is not None:  # the frames, most of a batch's bytes, cross in one shared-memory segment
-                batch["frames"] = torch.from_numpy(batch["frames"])
-            yield local, batch, state
+        try:
+            for batch, state in self._stream.batches():
+                if info is not None:  # the frames, most of a batch's bytes, cross in one shared-memory segment
+                    batch["frames"] = torch.from_numpy(batch["frames"])
+                yield local, batch, state
+        except UnifiedActionError as e:
+            if info is None:
+                raise
+            # handed to the parent as an item: raised in a worker, torch would re-raise it as "Caught DataError in
+            # DataLoader worker process 0" followed by the worker's whole traceback
+            yield local, e, None

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unified_action.atomic import remove, writing
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
 from unified_action.data.blocks import (
@@ -74,19 +75,6 @@ DEFAULT_BLOCK_STEPS = 32
 MAX_STEPS = 10_000_000  # steps of one episode: 2.8 hours at 1 kHz
 MAX_EPISODE = 10**8 - 1  # a sample's key is the episode index in 8 digits
 SHARD_RE = re.compile(r"^(?P<card>.+)-(?P<part>\d{4})-(?P<seq>\d{5})\.tar$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -440,9 +428,15 @@ class _HashingFile(io.RawIOBase):
         return True
 
     def write(self, b) -> int:
+        if self.f is None:  # discarded
+            return len(b)
         self.sha.update(b)
         self.size += len(b)
         return self.f.write(b)
+
+    def discard(self) -> None:
+        """Drop what is written from now on: a shard given up still has its tar stream to close."""
+        self.f = None
 
 
 @dataclass
@@ -489,35 +483,55 @@ class ShardWriter:
         return [name, self._tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE, len(data)]
 
     def write(self, sample: dict[str, bytes], actions: np.ndarray) -> None:
-        if self._tar is None:
-            self._file = open(self.out / (self._name() + ".tmp"), "wb")  # noqa: SIM115  (spans writes; finish_shard closes it)
-            self._hash = _HashingFile(self._file)
-            # PAX headers appear only for a name past 100 characters; spans writes, finish_shard closes it
-            self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        key = sample["__key__"]
-        for k in sorted(k for k in sample if not k.startswith("_")):
-            self._index.append(self._add(f"{key}.{k}", sample[k]))
-        self._episodes.append(int(key))
-        self._lengths.append(len(actions))
-        self._rows.append(actions)
-        if self._tar.offset >= self.target:
-            self.finish_shard()
+        with writing(self.out / self._name(), self._abort):
+            if self._tar is None:
+                self._file = open(self._tmp(), "wb")  # noqa: SIM115  (spans writes; finish_shard closes it)
+                self._hash = _HashingFile(self._file)
+                # PAX headers appear only for a name past 100 characters; spans writes, finish_shard closes it
+                self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+            key = sample["__key__"]
+            for k in sorted(k for k in sample if not k.startswith("_")):
+                self._index.append(self._add(f"{key}.{k}", sample[k]))
+            self._episodes.append(int(key))
+            self._lengths.append(len(actions))
+            self._rows.append(actions)
+            if self._tar.offset >= self.target:
+                self.finish_shard()
+
+    def _tmp(self) -> Path:
+        return self.out / (self._name() + ".tmp")
+
+    def _abort(self) -> None:
+        """A failed write: close the shard being written and delete it, so it holds no space (an open file
+        keeps its blocks even once unlinked, for as long as a pool's worker process lives)."""
+        if self._tar is not None:  # closed into nothing: left open, it would write its end blocks when collected
+            self._hash.discard()
+            remove(self._tar.close)
+        if self._file is not None:
+            remove(self._file.close)  # its flush fails on a full disk; it closes all the same
+        remove(self._tmp())
+        self._tar = self._file = self._hash = None
+        self._episodes, self._lengths, self._rows, self._index = [], [], [], []
 
     def finish_shard(self) -> None:
         if self._tar is None:
             return
-        index = json.dumps({"version": INDEX_VERSION, "members": self._index}, separators=(",", ":")).encode()
-        _, offset, size = self._add(INDEX_MEMBER, index)
-        self._tar.close()  # also closes the hashing wrapper, not the file
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         name = self._name()
-        os.replace(self.out / (name + ".tmp"), self.out / name)
+        with writing(self.out / name, self._abort):
+            index = json.dumps({"version": INDEX_VERSION, "members": self._index}, separators=(",", ":")).encode()
+            _, offset, size = self._add(INDEX_MEMBER, index)
+            self._tar.close()  # also closes the hashing wrapper, not the file
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp(), self.out / name)
         info = ShardInfo(name, self._episodes, self._lengths, self._hash.size, self._hash.sha.hexdigest(), self.part,
                          {"index": [offset, size]})
         if self.on_shard is not None:
-            self.on_shard(info, np.concatenate(self._rows))
+            # a shard counts as finished only with its sidecar: without one it is deleted now rather than by the
+            # next run, so a full disk keeps no shard that will be written again
+            with writing(self.out / name, self.out / name):
+                self.on_shard(info, np.concatenate(self._rows))
         self._tar = self._file = self._hash = None
         self._episodes, self._lengths, self._rows, self._index = [], [], [], []
         self.seq += 1

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from unified_action.atomic import atomic_write_json, writing
 from unified_action.errors import TrainingError
 from unified_action.training import faults, safe_load
 from unified_action.training.distributed import DistInfo, barrier
@@ -40,16 +41,6 @@ MARKER = "COMPLETE.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 _OURS = re.compile(r"^step_\d{8}(\.tmp)?$")  # what remove_incomplete may delete (never a moved-aside `.unusable`)
 MAX_WORLD = 65_536  # processes a checkpoint may say it was saved by: bounds the files checked for it
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -177,14 +168,16 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         barrier()
-        engine.save_checkpoint(str(tmp), tag=TAG, client_state={"step": step}, save_latest=False)
-        r = self.dist.rank
-        torch.save(rng_state(), tmp / f"rank{r:05d}.pt")
-        _write_json_atomic(tmp / f"rank{r:05d}.loader.json", loader_state)
-        barrier()
-        faults.maybe_kill("save", step)  # fault injection for tests: SIGKILL with the checkpoint half-made
+        with writing(final, tmp):  # a full disk: one line, and the half-made checkpoint deleted
+            engine.save_checkpoint(str(tmp), tag=TAG, client_state={"step": step}, save_latest=False)
+            r = self.dist.rank
+            torch.save(rng_state(), tmp / f"rank{r:05d}.pt")
+            atomic_write_json(tmp / f"rank{r:05d}.loader.json", loader_state)
+            barrier()
+            faults.maybe_kill("save", step)  # fault injection for tests: SIGKILL with the checkpoint half-made
+            if self.dist.is_main:
+                atomic_write_json(tmp / MARKER, {"step": step, "world_size": self.dist.world_size, **meta})
         if self.dist.is_main:
-            _write_json_atomic(tmp / MARKER, {"step": step, "world_size": self.dist.world_size, **meta})
             if final.exists():  # a directory of this step that latest() did not pick (it moves the unusable aside)
                 print(f"{final} exists and was not resumed from: moved aside to {move_aside(final).name}", flush=True)
             os.replace(tmp, final)

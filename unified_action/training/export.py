@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from unified_action.atomic import writing
 from unified_action.errors import TrainingError
 from unified_action.models.pretrained import (  # noqa: F401  (loading lives beside the model; re-exported here)
     CARD,
@@ -116,9 +117,10 @@ def write_export(state: dict[str, torch.Tensor], meta: dict, out: str | Path, tr
     tmp = fresh_tmp(out, EXPORT)
     config = {k: meta[k] for k in ("format_version", "model", "vocab_version", "vocab_size", "embodiments", "tokenizers")}
     config["trained"] = trained
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "unified_action_config": json.dumps(config)})
-    (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
-    (tmp / CARD).write_text(model_card(config, sum(v.numel() for v in state.values())))
+    with writing(out, tmp):  # a full disk: one line, and no half export left holding space
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "unified_action_config": json.dumps(config)})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+        (tmp / CARD).write_text(model_card(config, sum(v.numel() for v in state.values())))
     return replace_dir(tmp, out, EXPORT)
 
 
