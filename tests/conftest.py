@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import CARDS
+from support import CARDS, small_tmpfs
 
 from unified_action.cards import load_card
 from unified_action.sims import record_actions
@@ -41,3 +41,10 @@ def registry(tmp_path_factory, sim_episodes) -> Registry:
         reg.register(load_card(CARDS / f"{name}.md"), sim_episodes[name])
     return reg
 
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs under tmp_path: a disk that fills (grow it with `mount -o remount,size=20m`)."""
+    with small_tmpfs(tmp_path / "small") as mnt:
+        yield mnt

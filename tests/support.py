@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,21 @@ def run_bounded(code: str, budget: int, *args, timeout: float = 120):
                MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-c", f"BUDGET = {int(budget)}\n{_BOUND}\n{code}", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@contextmanager
+def small_tmpfs(where: Path, size: str = "1m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted at `where` (created), always unmounted: a full disk without filling the
+    machine's. Mounting needs root, as CI runs; elsewhere the test is skipped, saying why."""
+    import subprocess
+
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

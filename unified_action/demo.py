@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unified_action.atomic import atomic_write_json, atomic_write_text
 from unified_action.console import make_console
 
 
@@ -91,16 +92,14 @@ def _ds_json(out: Path) -> Path:
     rewritten when it differs, so the demo never trains with a config it did not write."""
     path, text = out / "zero1.json", json.dumps({"zero_optimization": {"stage": 1}}, indent=1) + "\n"
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return path
 
 
 MARKER = ".uact-demo"  # written into the output directory first: the demo's proof that the directory is its own
 # the entries a demo writes at the top of its directory: one made before the marker existed is still taken as a demo's
 _DEMO_ENTRIES = re.compile(r"data|tokenizers|pretrain|finetune_\w+|report(\.tmp)?|zero1\.json(\.tmp)?|"
-                           r"pretrain\.yaml(\.tmp)?|summary\.json")
+                           r"pretrain\.yaml(\.tmp)?|summary\.json(\.tmp)?")
 
 
 def claim_output(out: Path) -> None:
@@ -191,9 +190,7 @@ def _pretrain_in_processes(cfg, nproc: int, out: Path) -> Path:
     from unified_action.training.distributed import relaunch
 
     job = out / f"{cfg.name}.yaml"
-    tmp = job.with_name(job.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(job)
+    atomic_write_text(job, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     rc = relaunch(nproc, ["pretrain", "--config", str(job)])
     if rc != 0:
         raise TrainingError(f"uact demo: pretraining ({job}, {nproc} processes) exited with status {rc}: "
@@ -309,6 +306,6 @@ def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")
                "finetuned_metrics": tuned_m,
                "forgetting_db": {n: pre_m[n]["psnr"] - tuned_m[n]["psnr"] for n in pre_m},
                "seconds": round(time.perf_counter() - t0, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     console.print(f"report: {html}  (open it in a browser)   total {time.perf_counter() - t0:.0f} s")
     return summary

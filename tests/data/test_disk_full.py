@@ -3,36 +3,20 @@ small tmpfs), two records into one output at once, a broken shard read by the lo
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import CARDS, ROOT
+from support import CARDS, ROOT, tree_digest
 
 from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
 from unified_action.errors import DataError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def small_disk(tmp_path) -> Iterator[Path]:
-    """A real 1 MiB tmpfs under tmp_path, always unmounted (mounting needs root, as CI runs)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def record_cmd(out: Path, *extra: str) -> list[str]:
@@ -43,11 +27,6 @@ def record_cmd(out: Path, *extra: str) -> list[str]:
 
 def run_record(out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(record_cmd(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_record_onto_a_full_disk_says_so_once_and_leaves_no_temporaries(small_disk):
@@ -64,7 +43,7 @@ def test_record_onto_a_full_disk_says_so_once_and_leaves_no_temporaries(small_di
     assert again.returncode == 0, again.stderr[-3000:]
     ref = run_record(small_disk.parent / "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
-    assert tree(small_disk / "out") == tree(small_disk.parent / "ref")
+    assert tree_digest(small_disk / "out") == tree_digest(small_disk.parent / "ref")
 
 
 def test_a_second_record_into_the_same_output_is_refused(tmp_path):

@@ -10,7 +10,7 @@ from rich.table import Table
 from unified_action import __version__, action_space
 from unified_action.cli import cards, data, demo, evaluate, finetune, pretrain, tokenizer
 from unified_action.console import make_console
-from unified_action.errors import CardError, UnifiedActionError, did_you_mean
+from unified_action.errors import CardError, DiskFullError, UnifiedActionError, did_you_mean
 
 app = typer.Typer(
     name="uact",
@@ -65,4 +65,16 @@ def main() -> None:
         sys.exit(2)
     except UnifiedActionError as e:
         print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, DiskFullError):
+            _quiet_exit_hooks()
         sys.exit(2)
+
+
+def _quiet_exit_hooks() -> None:
+    """The disk is full and that was said once. On the way out, third-party writers still holding buffers
+    (tensorboardX flushes its event file in a thread and again in an atexit callback) fail on the same full disk
+    and would print a traceback for each: those reports are dropped, nothing else changes."""
+    import threading
+
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from unified_action.atomic import writing
 from unified_action.evaluation.rollouts import METRICS, DatasetResult, EvalResult, Example
 from unified_action.outputs import OutputKind, fresh_tmp, replace_dir
 
@@ -213,20 +214,21 @@ def write_report(result: EvalResult, out: str | Path, reference: EvalResult | No
     fine-tune), shown side by side at the top and kept in metrics.json as "reference"."""
     out = Path(out)
     tmp = fresh_tmp(out, REPORT)
-    files: dict[str, list[Path]] = {}
-    for r in result.datasets:
-        stem = _clean_name(r.name)
-        files[r.name] = [tmp / f"{stem}_metrics.png"]
-        plot_metrics(r, files[r.name][0])
-        for i, ex in enumerate(r.examples):
-            png, gif = tmp / f"{stem}_clip{i}.png", tmp / f"{stem}_clip{i}.gif"
-            strip(ex).save(png)
-            frames = gif_frames(ex)
-            frames[0].save(gif, save_all=True, append_images=frames[1:], duration=250, loop=0)
-            files[r.name] += [png, gif]
-    metrics = result.to_json()
-    if reference is not None:
-        metrics["reference"] = {"label": reference_label, **reference.to_json()}
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (tmp / "report.html").write_text(render_html(result, files, reference, reference_label), encoding="utf-8")
+    with writing(out, tmp):  # a full disk: one line, and no half report left holding space
+        files: dict[str, list[Path]] = {}
+        for r in result.datasets:
+            stem = _clean_name(r.name)
+            files[r.name] = [tmp / f"{stem}_metrics.png"]
+            plot_metrics(r, files[r.name][0])
+            for i, ex in enumerate(r.examples):
+                png, gif = tmp / f"{stem}_clip{i}.png", tmp / f"{stem}_clip{i}.gif"
+                strip(ex).save(png)
+                frames = gif_frames(ex)
+                frames[0].save(gif, save_all=True, append_images=frames[1:], duration=250, loop=0)
+                files[r.name] += [png, gif]
+        metrics = result.to_json()
+        if reference is not None:
+            metrics["reference"] = {"label": reference_label, **reference.to_json()}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        (tmp / "report.html").write_text(render_html(result, files, reference, reference_label), encoding="utf-8")
     return replace_dir(tmp, out, REPORT) / "report.html"

@@ -13,6 +13,7 @@ all three continues the run bit for bit on CPU fp32 (tests/training/test_resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unified_action.atomic import writing
 from unified_action.errors import ConfigError, TrainingError
 from unified_action.models.batch import to_device
 from unified_action.training import faults
@@ -146,7 +148,7 @@ class MetricLog:
 
     def step(self, record: dict) -> None:
         if self.enabled:
-            with open(self.path, "a") as f:
+            with writing(self.path), open(self.path, "a") as f:  # a full disk: one line naming it
                 f.write(json.dumps(record) + "\n")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -156,7 +158,8 @@ class MetricLog:
 
     def close(self) -> None:
         if self.tb is not None:
-            self.tb.close()
+            with writing(self.path.parent / "tensorboard"):
+                self.tb.close()
 
 
 class Trainer:
@@ -339,9 +342,13 @@ class Trainer:
                             bar.write(warning)
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == end:
                     self.save()
-        finally:
+        except BaseException:
             bar.close()
-            log.close()
+            with contextlib.suppress(Exception):  # the error in flight is the one to report (a full disk: said once)
+                log.close()
+            raise
+        bar.close()
+        log.close()
         export = None
         if self.step == cfg.train.steps:
             export = self.out / "export"
