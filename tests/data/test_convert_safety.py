@@ -4,7 +4,6 @@ source first and deletes only a dataset directory of ours; a SIGKILLed `uact dat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import CARDS, ROOT, run_cli
+from support import CARDS, ROOT, run_cli, tree_digest
 
 from unified_action.data.convert import SourceSpec, write_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture()
@@ -43,24 +37,24 @@ def converted(tmp_path):
 
 def test_convert_overwrite_with_a_wrong_source_deletes_nothing(converted, tmp_path, monkeypatch, capsys):
     card, _, out = converted
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "data", "convert", card, "--source", tmp_path / "nope", "-o", out, "--overwrite")
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_convert_overwrite_refuses_a_directory_that_is_not_a_dataset(converted, tmp_path, monkeypatch, capsys):
     card, source, _ = converted
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "data", "convert", card, "--source", source, "-o", tmp_path, "--overwrite")
     assert code == 2 and "--overwrite would delete it" in err  # tmp_path holds the card and the source
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    before = tree(tmp_path)
+    before = tree_digest(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "data", "convert", card, "--source", source, "-o", other, "--overwrite")
     assert code == 2 and "holds 'notes.txt', which no dataset writes" in err
-    assert tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def _children(pid: int) -> list[int]:

@@ -94,12 +94,18 @@ DAMAGE = {  # a file of the latest checkpoint deleted or garbled, as a full disk
 }
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
-def test_unusable_latest_checkpoint_is_moved_aside_and_the_run_goes_on(run, mixture, tmp_path, capsys, damage):
+def _damaged_copy(run, tmp_path, damage):
+    """A copy of the run whose latest checkpoint (step 2) has `damage` -> (run dir, that checkpoint)."""
     out = tmp_path / "run"
     shutil.copytree(run, out)
     latest = out / "checkpoints" / "step_00000002"
     DAMAGE[damage](latest)
+    return out, latest
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_unusable_latest_checkpoint_is_moved_aside_and_the_run_goes_on(run, mixture, tmp_path, capsys, damage):
+    out, latest = _damaged_copy(run, tmp_path, damage)
     broken = tree_digest(latest)
     t = _trainer(mixture, out)
     assert t.resumed == 1
@@ -115,10 +121,7 @@ def test_unusable_latest_checkpoint_is_moved_aside_and_the_run_goes_on(run, mixt
 
 @pytest.mark.parametrize("damage", ["marker", "empty marker", "nested marker", "optimizer"])
 def test_export_skips_an_unusable_checkpoint_or_refuses_it_in_one_line(run, tmp_path, damage, monkeypatch, capsys):
-    out = tmp_path / "run"
-    shutil.copytree(run, out)
-    latest = out / "checkpoints" / "step_00000002"
-    DAMAGE[damage](latest)
+    out, latest = _damaged_copy(run, tmp_path, damage)
     before = tree_digest(out)
     code, stdout, err = run_cli(monkeypatch, capsys, "export", out)
     assert code == 0, err
