@@ -1,89 +1,32 @@
 """The action-conditioned video world model: a pixel-space diffusion transformer over frame CHANGES, in one file.
 
-Reads top to bottom: config and size table, the transformer's parts, the model, its loss.
+Reads top to bottom: config and size table, the transformer's parts, the model, its loss. Why each piece is
+there, with the measurements that chose it and what was tried and dropped: docs/world_model.md.
 
 What it predicts. Frame f is the previous frame plus a change: frame_f = frame_{f-1} + delta_f. The
 transformer sees the previous frame (clean: real in training, its own output in a rollout) and a noisy
-delta_f, and predicts delta_f itself (x0-prediction) through an output layer initialised to zero. So the
-untrained model IS the copy-last-frame baseline, and training can only add motion; what is static costs
-nothing to get right. Rectified flow on the delta: x_t = (1 - t) delta + t eps, an independent t per frame
-(Diffusion Forcing), loss = pixel MSE of the predicted delta (= of the predicted frame, i.e. what PSNR
-measures). (An L1 term beside it, to keep static regions exactly static, made the model predict no motion at
-all: the median of an uncertain change is zero. Measured: the shuffled-action loss gap stayed 0 for 300 steps.) With one sampling step the rollout is the model's conditional mean; more steps sharpen it.
+delta_f, and predicts delta_f itself (x0-prediction) through an output layer initialised to zero, so the
+untrained model IS the copy-last-frame baseline and training can only add motion. Rectified flow on the
+delta: x_t = (1 - t) delta + t eps, an independent t per frame (Diffusion Forcing), loss = pixel MSE of the
+predicted delta (= of the predicted frame: what PSNR measures). One sampling step gives the conditional mean.
 
-Why pixels and not a latent autoencoder (measured on the demo's data; issue 10 and benchmarks/README.md):
-- the jointly trained conv autoencoder reconstructed held-out frames BELOW copy-last on every embodiment
-  (e.g. Pong 32.8 dB vs 40.3), so no rollout decoded through it could beat copy-last; it was ~95% of a
-  training step's time; and a new robot's fine-tune either retrained it (forgetting every pretrained scene:
-  Push-T 25.8 -> 13.2 dB) or decoded the new camera poorly with it frozen;
-- a frozen, separately trained autoencoder with cached latents and delta decoding reached copy-last
-  (a prototype on the same data), at the cost of a second training stage, a latent cache and a codec to
-  keep in step with every checkpoint;
-- patches of pixels (8x8 at 64x64, as DIAMOND works on pixels and JiT shows x-prediction makes large
-  pixel patches work) give the transformer the same number of tokens per frame, no codec error at all,
-  nothing to forget in fine-tuning, and a loss that is the metric. At 256 px, use patch_size 16.
+Why pixels: patches of pixels (8x8 at 64x64, as DIAMOND works on pixels) give the transformer as many tokens
+per frame as a latent would, with no codec error, nothing to forget when a new robot is fine-tuned, and a loss
+that is the metric (a jointly trained autoencoder reconstructed below copy-last). At 256 px, use patch_size 16.
 
-How actions get in (each piece chosen because a world model that ignores its actions is the field's most
-reported failure):
-- the frame's action chunk is exactly the actions between the previous frame and this one (the loader's
-  frame stride is the tokenizer's chunk length), and the frame interval (control Hz, frame stride) is an input;
-- every action token is embedded by id, slot, step and embodiment AND by its value (a bin's centre, a
-  button's state, as Fourier features: action_encoder.py), so neighbouring bins share structure from step 0;
-- the pooled action queries are appended to every frame's patch tokens (spatial attention reads them
-  directly, HMA's "concat"), and their summary joins the noise-level embedding in every block's adaLN
-  ("modulate", as DIAMOND and Cosmos add the action to the noise embedding);
-- the same summary is added to every patch token through its own linear layer: a path that carries the
-  actions to the output from the first step, where adaLN-Zero's gates still hide them;
-- and an "action field" per patch: proj(patch position) * proj(summary), through a linear layer. Products of
-  sin/cos features of a position and of an action are features of their difference, so "the target is to
-  this patch's left" (Push-T's action is an absolute target the dot runs to) is one linear map away, where a
-  term added alike to every patch must first be routed to the right place by attention. Measured, same data
-  and steps: Push-T dPSNR 0.09 -> 0.28 dB (0.34 with Pong's playfield crop), CarRacing kept (+4.5 / +4.0);
-- each frame is also conditioned on the chunk before its own ("action history"): Pong's paddle moves with the
-  action one control step before as much as with the current one (correlation 0.71 vs 0.66 on the demo's
-  data), and Push-T's PD-driven dot with its last target (R^2 of its displacement 0.96 from the current
-  target alone, 0.999 with the previous one), while a frame trained in isolation sees no other frame's actions.
-  Measured, same data and 600 steps: Push-T dPSNR 0.13-0.34 -> 0.37-0.44 dB, CarRacing kept (4.4-4.5);
-- actions are dropped for a share of training clips (a learned null), so a rollout can use classifier-free
-  guidance over actions (guidance > 1 strengthens control, Vid2World's causal action guidance). With the
-  action history, guidance 1.5 took Push-T's dPSNR 0.44 -> 0.62 dB for 0.01 dB of PSNR (the demo's value;
-  before it, guidance gave +0.1-0.3 dB of dPSNR for 0.1-0.6 dB of PSNR);
-- half the clips are trained with temporal attention cut to each frame alone: from the previous frame only,
-  the motion must come from the actions (with the history, momentum explains most of it); at 600 steps 0.5
-  beat 1.0 (which never trains the history the rollout uses); 0.25, the earlier value, was measured at 300;
-- the frames a rollout generates are trained from blended inputs ("rollout blur"): in training every previous
-  frame is real, in a rollout it is the model's own, faint where it was unsure (half a dot where it went, half
-  where it was). Each clip's frames past the context are blended toward the frame before them by a ~ U(0, 0.5),
-  and the target is the change from there: the model learns to finish a faint frame from its actions. Measured,
-  same data, 600 steps: it holds rollouts up at the late steps (with Push-T's share doubled, its step-6 margin
-  -0.04 -> +1.13 dB; in the demo every step-4..6 margin rose, Pong's step 6 +0.21 -> +0.83); Push-T dPSNR 0.47 ->
-  0.59 in a probe, 0.45 -> 0.44 in the demo run; a ~ U(0, 1) gave 0.22;
-- clips are weighted by 1 / (mean squared change + balance_eps): CarRacing's scrolling road changes many
-  more pixels than Push-T's dot or Pong's ball and would otherwise own the gradient (with it, Pong rose
-  above copy-last at every step, +0.5..+0.8 dB from exactly copy-last, while its screen was squashed into
-  64x64; letterboxed, as shards now store it, it stays at copy-last).
-
-Measured and dropped (benchmarks/README.md has the runs): a per-position linear map of the whole chunk (it
-memorised the training episodes' actions), a per-slot gate on the value features, half the frames at t = 1, more
-of Push-T in the mixture (its dPSNR up to 0.77, CarRacing's down to 0.8), a heavier loss on the pixels that
-move (Push-T dPSNR 0.85-1.00, but it inflates every uncertain change and the rollouts fell below copy-last from
-step 3-4), Pong at frame stride 1 in the mixture, a 3x learning rate on the action path (Push-T 0.40, every
-embodiment lower). What mattered most was data: on Push-T alone, 300 steps, 16 -> 64 episodes took dPSNR from
--0.03 to +0.72 dB; then clips seen (above).
-
-What it does not do yet: Push-T's actions are followed more the more clips the model has seen: 4,800 (600
-steps of 8) gave dPSNR 0.44-0.55 dB, 7,200 gave 0.61-0.65 and 9,600 gave 0.93-1.02 (with the blur every horizon
-step stayed above copy-last; without it twice the steps took the later frames below), so the demo now pretrains
-in two processes, 600 steps of 8 clips each; but 11,200 (700 x 8) gave 0.62, so ~1 dB sits within a run-to-run
-spread of about +-0.2 dB at this budget. Steps without clips do not help (1200 steps of 4: 0.38). Whatever
-raised dPSNR at 4,800 clips (more Push-T in the mixture, a heavier loss on the pixels that move) took its later
-frames below copy-last or CarRacing's dPSNR below 1. Pong's ball and opponent are predicted (above copy-last
-since its card crops the playfield) but its paddle is not followed (dPSNR ~0.1, also alone on Pong for 600
-steps): at the card's frame stride 2 the paddle moves 8.8 px a frame (std) against its 6 px height, and even the actions of the last two chunks, its last move
-and its position leave a residual of 3.9 px (linear fit, R^2 0.80), so the conditional mean is a smear either
-way; at stride 1 the residual is 1.9 px (R^2 0.84) and alone on Pong for 600 steps dPSNR rose to 0.35 dB, but
-in the mixture it stayed at -0.01. CarRacing's dPSNR varies from run to run (+0.8 to +5.3 dB over the runs
-measured).
+How actions get in (a world model that ignores its actions is the field's most reported failure):
+- a frame's action chunk is exactly the actions between the previous frame and it (the loader's frame stride
+  is the tokenizer's chunk length); the frame interval is an input;
+- each action token is embedded by id, slot, step, embodiment and value (action_encoder.py);
+- pooled action queries join every frame's patch tokens ("concat", HMA) and the noise-level embedding of
+  every block's adaLN ("modulate", DIAMOND, Cosmos); the summary is also added to every patch token, and as an
+  "action field" proj(patch position) * proj(summary), so "the target is left of this patch" is linear;
+- each frame also sees the chunk before its own (action history);
+- actions are dropped for a share of clips (a learned null): classifier-free guidance over actions at rollout;
+- some clips are trained with temporal attention cut to each frame alone (the motion must come from the
+  actions), and the frames a rollout generates are trained from inputs blended toward the frame before
+  (rollout blur: a rollout's own frames are faint where it was unsure);
+- clips are weighted by 1 / (mean squared change + balance_eps), so a scrolling road does not own the gradient.
 
 Blocks: spatial attention within a frame, then causal temporal attention across frames at each token
 position (rotary positions, a sliding window of max_frames - 1 frames: the KV cache keeps it at rollout),
