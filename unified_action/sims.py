@@ -78,12 +78,8 @@ def _at(obs, path: str, what: str, card: DataCard):
     return np.asarray(value)
 
 
-def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: int = 0, style: str = "smooth") -> Iterator[Episode]:
-    """Roll out the card's simulator headless and yield one Episode per index: frames of every card camera,
-    native actions from a seeded behaviour policy, proprio, reward, flags and the card's instruction.
-
-    Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
-    processes records the same episodes."""
+def _open(card: DataCard):
+    """The card's env made for recording (rendering if a camera reads env.render()), and its one action field."""
     renders = any(c.key == "render" for c in card.header.cameras)
     for c in card.header.cameras:
         if c.key != "render" and c.key != "observation" and not c.key.startswith("observation/"):
@@ -92,30 +88,65 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
     _cheap_mujoco_rendering(env)
     if len(card.header.action) != 1:
         raise DataError(f"{card.name}: action: a simulator card has one action field, found {len(card.header.action)}")
-    field = card.header.action[0]
+    return env, card.header.action[0]
+
+
+def as_recorded(action, field) -> np.ndarray:
+    """An action as a dataset stores it: the card's shape and dtype (a policy's float64 becomes the card's float32;
+    the simulator is stepped with this value, not the policy's, so the stored actions are the ones taken)."""
+    return np.asarray(action).reshape(field.shape).astype(field.dtype)
+
+
+def _env_action(env, action: np.ndarray):
+    """A stored action in the form the env's action space takes (a Discrete space: a plain int)."""
+    shape = env.action_space.shape
+    return action.reshape(shape) if shape else action.item()
+
+
+def _start(env, card: DataCard, seed: int, style: str):
+    """Reset to episode `seed`'s first recorded step -> (observation, the episode's behaviour policy)."""
+    # Reset twice: wrappers that draw something before passing the seed on (Meta-World's MT1 picks its task from
+    # the RNG as the previous episode left it) draw from a seeded RNG the second time, so an episode does not
+    # depend on which episodes this process recorded before it.
+    env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
+    policy = policy_for_space(env.action_space, seed, style, card.header.source.sticky_repeat)
+    for _ in range(card.header.source.warmup_steps):  # not recorded: e.g. a camera animation no action affects
+        obs, *_ = env.step(policy())
+    return obs, policy
+
+
+def _frames(env, obs, card: DataCard) -> dict[str, np.ndarray]:
+    """What each card camera shows now."""
+    out = {}
+    for c in card.header.cameras:
+        frame = env.render() if c.key == "render" else _at(obs, c.key, "camera", card)
+        out[c.name] = frame[::-1] if c.flip_vertical else frame
+    return out
+
+
+def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: int = 0, style: str = "smooth") -> Iterator[Episode]:
+    """Roll out the card's simulator headless and yield one Episode per index: frames of every card camera,
+    native actions from a seeded behaviour policy, proprio, reward, flags and the card's instruction.
+
+    Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
+    processes records the same episodes, and `replay` can step it again under other actions."""
+    env, field = _open(card)
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
     try:
         for i in indices:
-            # Reset twice: wrappers that draw something before passing the seed on (Meta-World's MT1 picks its
-            # task from the RNG as the previous episode left it) draw from a seeded RNG the second time, so an
-            # episode does not depend on which episodes this process recorded before it.
-            env.reset(seed=seed + i)
-            obs, _ = env.reset(seed=seed + i)
-            policy = policy_for_space(env.action_space, seed + i, style, card.header.source.sticky_repeat)
-            for _ in range(card.header.source.warmup_steps):  # not recorded: e.g. a camera animation no action affects
-                obs, *_ = env.step(policy())
+            obs, policy = _start(env, card, seed + i, style)
             frames = {c.name: [] for c in card.header.cameras}
             proprio = {p.path: [] for p in card.header.proprio}
             actions, rewards, terminal = [], [], False
             for _ in range(steps):
-                for c in card.header.cameras:
-                    frame = env.render() if c.key == "render" else _at(obs, c.key, "camera", card)
-                    frames[c.name].append(frame[::-1] if c.flip_vertical else frame)
+                for name, frame in _frames(env, obs, card).items():
+                    frames[name].append(frame)
                 for p in card.header.proprio:
                     proprio[p.path].append(_at(obs, p.path, "proprio", card).astype(np.float32))
-                a = policy()
-                actions.append(np.asarray(a))
-                obs, reward, terminated, truncated, _ = env.step(a)
+                a = as_recorded(policy(), field)  # stepped as stored, so `replay` reproduces the frames exactly
+                actions.append(a)
+                obs, reward, terminated, truncated, _ = env.step(_env_action(env, a))
                 rewards.append(float(reward))
                 if terminated or truncated:
                     terminal = bool(terminated)
@@ -133,6 +164,29 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
             )
     finally:
         env.close()
+
+
+def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
+           style: str = "smooth") -> dict[str, np.ndarray]:
+    """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`) driven by
+    the native `actions` [T, ...] from its start, then by `then` [H, ...] if given -> camera -> uint8 [T + H, ...]:
+    frame t is what the camera showed before action t. With `then`, the last H frames are the truth under other
+    actions from step T on (a counterfactual), where a world model is judged on what the world would do.
+    An episode that ends early (terminated or truncated) returns the frames up to its end."""
+    env, field = _open(card)
+    steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
+    try:
+        obs, _ = _start(env, card, seed, style)
+        frames = {c.name: [] for c in card.header.cameras}
+        for a in steps:
+            for name, frame in _frames(env, obs, card).items():
+                frames[name].append(frame)
+            obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(a, field)))
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    return {k: np.stack(v).astype(np.uint8) for k, v in frames.items()}
 
 
 def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, step_env: bool = True,
