@@ -20,7 +20,8 @@ from unified_action.evaluation import write_report
 def report(evaluated, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "eval"
     out.mkdir()
-    (out / "stale.png").write_bytes(b"from an older run")  # the new report replaces the directory whole
+    # an older report's file (another dataset's clip): the new report replaces its own earlier output whole
+    (out / "ale_pong_clip7.gif").write_bytes(b"from an older run")
     return write_report(evaluated, out)
 
 
