@@ -96,7 +96,8 @@ def test_replaying_the_recorded_actions_reproduces_the_recorded_frames(name, ste
     again = replay(card, 103, actions)
     assert again.keys() == ep.frames.keys()
     for cam, frames in ep.frames.items():
-        assert again[cam].shape == frames.shape and np.array_equal(again[cam], frames), cam
+        assert len(again[cam]) in (len(frames) + 1, len(frames))  # + the frame after the last action, unless it ended
+        assert np.array_equal(again[cam][:len(frames)], frames), cam
     k = len(actions) // 2
     other = next(record_episodes(card, [4], steps, seed=100)).actions[card.header.action[0].path]
     cf = replay(card, 103, actions[:k], then=other[: len(actions) - k])

@@ -168,11 +168,12 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
 
 def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
            style: str = "smooth") -> dict[str, np.ndarray]:
-    """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`) driven by
-    the native `actions` [T, ...] from its start, then by `then` [H, ...] if given -> camera -> uint8 [T + H, ...]:
-    frame t is what the camera showed before action t. With `then`, the last H frames are the truth under other
-    actions from step T on (a counterfactual), where a world model is judged on what the world would do.
-    An episode that ends early (terminated or truncated) returns the frames up to its end."""
+    """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`, `style` as
+    recorded: its warm-up steps come from the policy) driven by the native `actions` [T, ...] from its start, then
+    by `then` [H, ...] if given -> camera -> uint8 [T + H + 1, ...]: frame t is what the camera showed before action
+    t, the last one what it showed after the last action. With `then`, the frames from T + 1 on are the truth under
+    other actions (a counterfactual), which a world model's rollout under them is judged against. An episode that
+    ends early (terminated or truncated) returns the frames up to its end."""
     env, field = _open(card)
     steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
     try:
@@ -184,6 +185,8 @@ def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | No
             obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(a, field)))
             if terminated or truncated:
                 break
+        for name, frame in _frames(env, obs, card).items():
+            frames[name].append(frame)
     finally:
         env.close()
     return {k: np.stack(v).astype(np.uint8) for k, v in frames.items()}

@@ -66,7 +66,7 @@ def test_dpsnr_uses_actions_of_another_episode(evaluated):
     assert np.allclose(r.values["dpsnr"], r.values["psnr"] - r.values["counterfactual_psnr"])
     ex = r.examples[0]
     assert not np.array_equal(ex.generated, ex.counterfactual)  # other actions, same noise: other frames
-    assert r.notes == []
+    assert [n for n in r.notes if not n.startswith("action accuracy over")] == []  # nothing went amiss
 
 
 @pytest.mark.slow

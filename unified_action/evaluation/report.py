@@ -40,12 +40,14 @@ def _tile(frame: np.ndarray, scale: int, colour: tuple[int, int, int]) -> Image.
 
 
 def strip(ex: Example) -> Image.Image:
-    """Rows: real, generated, other actions; columns: the context frames (blue border) then the horizon. The context
+    """Rows: real, generated, other actions, the simulator under those actions; columns: the context frames (blue border) then the horizon. The context
     frames are repeated in every row so each row reads as one clip."""
     scale = _scale(ex.context.shape[1:3])
     rows = [("real", ex.real), ("generated", ex.generated)]
     if ex.counterfactual is not None:
         rows.append(("other actions", ex.counterfactual))
+    if ex.truth is not None:
+        rows.append(("simulator, other", ex.truth))  # what the world does under those other actions
     C = len(ex.context)
     tiles = [[_tile(f, scale, CONTEXT_RGB) for f in ex.context] + [_tile(f, scale, FUTURE_RGB) for f in future]
              for _, future in rows]
@@ -67,6 +69,8 @@ def gif_frames(ex: Example) -> list[Image.Image]:
     columns = [("real", ex.real), ("generated", ex.generated)]
     if ex.counterfactual is not None:
         columns.append(("other actions", ex.counterfactual))
+    if ex.truth is not None:
+        columns.append(("simulator, other", ex.truth))
     C, out = len(ex.context), []
     for f in range(C + len(ex.real)):
         if f < C:
@@ -192,7 +196,10 @@ def render_html(result: EvalResult, files: dict[str, list[Path]], reference: Eva
 real actions ({result.steps} sampling steps, guidance {result.guidance:g}, changes under {result.min_change:g} grey levels
 dropped, seed {result.seed}). copy-last: the last context frame repeated.
 dPSNR: PSNR with the clip's own actions minus PSNR with the actions of a clip of another episode, same noise
-(&gt; 0: the model follows its actions). Strips: real row above generated, context frames with a blue border.</p>
+(&gt; 0: the model follows its actions). For a dataset recorded from a simulator, the simulator is stepped again under
+those other actions: PSNR vs simulator and action accuracy (the share of clip steps where the rollout under the other
+actions is closer to the simulator under them than to the real future; ~0.5 for a model that ignores its actions).
+Strips: real, generated, other actions, simulator under them; context frames with a blue border.</p>
 {sections}
 {_LOAD_SCRIPT}
 </body></html>

@@ -23,6 +23,7 @@ from unified_action.data.dataset import open_dataset
 from unified_action.data.frames import DEFAULT_ASPECT, check_aspect
 from unified_action.errors import DataError, UnifiedActionError
 from unified_action.evaluation import metrics as M
+from unified_action.evaluation.truth import TRUTHS_DIFFER_DB, has_simulator, simulator_truth, truth_metrics
 from unified_action.models.batch import ACTION_KEYS
 from unified_action.models.sampling import rollout
 from unified_action.tokenization import Registry
@@ -35,6 +36,10 @@ METRICS = {
     "baseline_ssim": ("copy-last SSIM", True),
     "counterfactual_psnr": ("other-actions PSNR", False),
     "dpsnr": ("dPSNR (dB)", True),
+    # against the simulator's own frames under the other actions (truth.py); NaN for datasets without a simulator
+    "cf_psnr": ("PSNR vs simulator, other actions", True),
+    "cf_baseline_psnr": ("copy-last vs simulator, other actions", True),
+    "action_accuracy": ("action accuracy", True),
 }
 POOL_FACTOR = 4  # clips read per clip evaluated, to choose them across episodes (see collect_clips)
 HELDOUT_FRACTION = 0.2  # the default held-out split: the last 20% of the episodes in manifest order
@@ -50,6 +55,7 @@ class Example:
     generated: np.ndarray
     counterfactual: np.ndarray | None
     counterfactual_key: str | None
+    truth: np.ndarray | None = None  # the simulator's frames under the counterfactual actions
 
 
 @dataclass
@@ -212,6 +218,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
 
     N = len(keys)
     vals = {k: np.full((N, H), np.nan) for k in METRICS}
+    cf_all = np.zeros_like(data["frames"][:, C:])  # every clip's rollout under the other actions, for the truth
     kept: list[Example] = []
     bar = tqdm(total=N, desc=f"rollouts {ds.name}", unit="clip", leave=False, disable=not progress)
     bs = 8
@@ -241,6 +248,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
             cf_psnr = np.where(has_cf[:, None], M.psnr(real, cf), np.nan)
             vals["counterfactual_psnr"][idx] = cf_psnr
             vals["dpsnr"][idx] = vals["psnr"][idx] - cf_psnr
+            cf_all[idx] = cf
         for j, i in enumerate(idx):
             if len(kept) < examples:
                 p = partner[i]
@@ -248,9 +256,23 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
                                     pool["key"][p] if p is not None else None))
         bar.update(len(idx))
     bar.close()
+    partner_keys = [pool["key"][p] if p is not None else None for p in partner]
+    if has_simulator(ds) and any(p is not None for p in partner):
+        truth, ok, truth_notes = simulator_truth(ds, keys, partner_keys, data["frames"][:, C - 1], C,
+                                                 int(data["frame_stride"][0]), H, tuple(model.cfg.image_size), aspect)
+        notes += truth_notes
+        if ok.any():
+            frames = data["frames"][ok]
+            scored = truth_metrics(frames[:, C:], cf_all[ok], truth[ok], np.repeat(frames[:, C - 1:C], H, axis=1))
+            for k, v in scored.items():
+                vals[k][ok] = v
+            counted = int(np.isfinite(vals["action_accuracy"]).sum())
+            notes.append(f"action accuracy over {counted} of {int(ok.sum()) * H} clip steps with simulator truth: those "
+                         f"where the real future and the truth under the other actions differ (PSNR < {TRUTHS_DIFFER_DB:g} dB)")
+        for j, ex in enumerate(kept):
+            ex.truth = truth[j] if ok[j] else None
     tok = registry.load(ds.name)
-    return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys),
-                         [pool["key"][p] if p is not None else None for p in partner], vals, kept, notes)
+    return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys), partner_keys, vals, kept, notes)
 
 
 def check_embodiments(paths: list[Path], config: dict) -> None:
