@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	@# robosuite's arms (the sims extra): without its dependency pins, see pyproject.toml
+	case ",$(EXTRAS)," in *,sims,*) $(BIN)/python -m pip install -q --no-deps "robosuite==1.5.2";; esac
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -8,7 +8,8 @@ from unified_action.cards import load_card
 from unified_action.policies import SmoothRandom, StickyRandom, WaypointRandom
 from unified_action.sims import record_actions
 
-STEPPED = ["ale_pong", "carracing", "highway_fast", "gym_pusht", "metaworld_pick_place"]
+STEPPED = ["ale_pong", "carracing", "highway_fast", "gym_pusht", "metaworld_pick_place", "robosuite_lift_ur5e_osc",
+           "robosuite_lift_panda_joint"]
 
 
 @pytest.mark.slow
@@ -83,7 +84,8 @@ def test_recording_does_not_flood_the_log_with_gymnasiums_checker_warnings():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,steps", [("gym_pusht", 24), ("ale_pong", 24), ("carracing", 24),
-                                        ("metaworld_pick_place", 24), ("highway_fast", 8), ("gym_aloha_insertion", 6)])
+                                        ("metaworld_pick_place", 24), ("highway_fast", 8), ("gym_aloha_insertion", 6),
+                                        ("robosuite_lift_sawyer_osc", 16), ("robosuite_lift_ur5e_joint", 16)])
 def test_replaying_the_recorded_actions_reproduces_the_recorded_frames(name, steps):
     """The simulator's truth a counterfactual evaluation needs: an episode stepped again from its seed under its
     own recorded actions (as stored: the card's dtype) shows exactly the recorded frames; under other actions from

@@ -1,7 +1,8 @@
 """Real simulators named by data cards, made headless, and episodes recorded from them.
 
 A card names a gymnasium id; the module that registers it comes from this fixed allow-list, never from
-the card, so reading a card can't make us import arbitrary code.
+the card, so reading a card can't make us import arbitrary code. A robosuite card names a task, an arm and a
+controller from the schema's allow-lists (robosuite_arms.py makes them look like a gymnasium env).
 
 Where a simulator card's paths point (the generic adapter for any gymnasium env that renders rgb_array):
   camera key  'render'              env.render() (the env is made with render_mode='rgb_array')
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from unified_action.cards import DataCard
-from unified_action.cards.schema import ENV_MODULES
+from unified_action.cards.schema import ENV_MODULES, SIMULATOR_SOURCES
 from unified_action.data.episode import Episode
 from unified_action.errors import DataError
 from unified_action.policies import policy_for_space
@@ -29,8 +30,10 @@ from unified_action.policies import policy_for_space
 
 def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
     src = card.header.source
-    if src.type != "gymnasium":
+    if src.type not in SIMULATOR_SOURCES:
         raise DataError(f"{card.name}: source type '{src.type}' is not a simulator")
+    if src.type == "robosuite":
+        return _robosuite_env(card)
     if ":" in src.env_id:  # validated by the card schema too: gymnasium would import the module before the ':'
         raise DataError(f"{card.name}: source.env_id: '{src.env_id}' has a module prefix; ids come from an allow-list")
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
@@ -51,6 +54,24 @@ def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
     # observation bounds): nothing a user can act on; the recorded frames and actions are validated by our own code
     kwargs.setdefault("disable_env_checker", True)
     return gym.make(src.env_id, **kwargs)
+
+
+def simulator_name(card: DataCard) -> str:
+    """What a simulator card rolls out, for people: 'ALE/Pong-v5', 'robosuite Lift UR5e OSC_POSE'."""
+    src = card.header.source
+    return f"robosuite {src.task} {src.robot} {src.controller}" if src.type == "robosuite" else src.env_id
+
+
+def _robosuite_env(card: DataCard):
+    """A robosuite task and arm (allow-listed by the card schema) behind gymnasium's interface; its camera is the
+    card's free camera at the card camera's size."""
+    from unified_action.robosuite_arms import RobosuiteArm
+
+    src, cam = card.header.source, card.header.cameras[0] if card.header.cameras else None
+    h, w = (cam.height, cam.width) if cam is not None else (64, 64)
+    return RobosuiteArm(src.task, src.robot, src.controller, control_freq=src.control_freq, width=w, height=h,
+                        lookat=tuple(src.camera.lookat), distance=src.camera.distance, azimuth=src.camera.azimuth,
+                        elevation=src.camera.elevation)
 
 
 def _cheap_mujoco_rendering(env) -> None:
@@ -103,6 +124,13 @@ def _env_action(env, action: np.ndarray):
     return action.reshape(shape) if shape else action.item()
 
 
+def _behaviour(env, card: DataCard, seed: int, style: str, stepped: bool = True):
+    """Episode `seed`'s behaviour policy: the env's own where it has one and is being stepped (robosuite's arms
+    script reach and grasp from the arm's state), else a generic one for its action space."""
+    own = getattr(env.unwrapped, "behaviour_policy", None) if stepped else None
+    return own(seed) if own is not None else policy_for_space(env.action_space, seed, style, card.header.source.sticky_repeat)
+
+
 def _start(env, card: DataCard, seed: int, style: str):
     """Reset to episode `seed`'s first recorded step -> (observation, the episode's behaviour policy)."""
     # Reset twice: wrappers that draw something before passing the seed on (Meta-World's MT1 picks its task from
@@ -110,7 +138,7 @@ def _start(env, card: DataCard, seed: int, style: str):
     # depend on which episodes this process recorded before it.
     env.reset(seed=seed)
     obs, _ = env.reset(seed=seed)
-    policy = policy_for_space(env.action_space, seed, style, card.header.source.sticky_repeat)
+    policy = _behaviour(env, card, seed, style)
     for _ in range(card.header.source.warmup_steps):  # not recorded: e.g. a camera animation no action affects
         obs, *_ = env.step(policy())
     return obs, policy
@@ -160,7 +188,7 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
                 actions={field.path: np.stack(actions).reshape(T, *field.shape).astype(field.dtype)},
                 proprio={k: np.stack(v) for k, v in proprio.items()},
                 reward=np.asarray(rewards, np.float32), is_first=first, is_last=last, is_terminal=is_terminal,
-                instruction=instruction, source=f"{card.header.source.env_id} seed {seed + i}",
+                instruction=instruction, source=f"{simulator_name(card)} seed {seed + i}",
             )
     finally:
         env.close()
@@ -204,9 +232,9 @@ def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, ste
     out = []
     try:
         for e in range(episodes):
-            policy = policy_for_space(env.action_space, seed + e, style, card.header.source.sticky_repeat)
             if step_env:
                 env.reset(seed=seed + e)
+            policy = _behaviour(env, card, seed + e, style, stepped=step_env)
             actions = []
             for _ in range(steps):
                 a = policy()

@@ -140,6 +140,12 @@ def check_semantics(card: CardHeader) -> list[str]:
             problems.append("instruction.text: a 'constant' instruction needs its text")
         if inst.location != "constant" and not inst.path:
             problems.append(f"instruction.path: an instruction in the {inst.location} needs its path")
+    src = card.source
+    if src.type == "robosuite" and abs(card.control_frequency_hz - src.control_freq) > 1e-9:
+        problems.append(f"control_frequency_hz: {card.control_frequency_hz:g}, but source.control_freq is {src.control_freq}; "
+                        f"expected the rate the simulator is stepped at")
+    if src.type == "robosuite" and any(c.key != "render" for c in card.cameras):
+        problems.append("cameras: a robosuite card's cameras read key 'render' (the free camera of source.camera)")
     return problems
 
 

@@ -98,6 +98,36 @@ class GymnasiumSource(_Strict):
         return v
 
 
+# robosuite: the tasks, arms and controllers a card may name (robosuite_arms.py builds them; nothing is imported by a
+# name from the card). JOINT_VELOCITY is absent: robosuite 1.5.2 cannot construct it.
+ROBOSUITE_TASKS = ("Lift", "Stack", "PickPlaceCan", "Door")
+ROBOSUITE_ROBOTS = ("Panda", "Sawyer", "IIWA", "Jaco", "Kinova3", "UR5e")
+ROBOSUITE_CONTROLLERS = ("OSC_POSE", "JOINT_POSITION")
+
+
+class FreeCamera(_Strict):
+    """A MuJoCo free camera: it looks at `lookat` (world frame, m) from `distance` m away, turned by `azimuth`
+    and `elevation` degrees (MuJoCo's MjvCamera)."""
+    lookat: Annotated[list[float], Field(min_length=3, max_length=3)]
+    distance: float = Field(gt=0, le=20)
+    azimuth: float = Field(ge=-360, le=360)
+    elevation: float = Field(ge=-90, le=90)
+
+
+class RobosuiteSource(_Strict):
+    type: Literal["robosuite"]
+    task: Literal[ROBOSUITE_TASKS]  # type: ignore[valid-type]
+    robot: Literal[ROBOSUITE_ROBOTS]  # type: ignore[valid-type]
+    controller: Literal[ROBOSUITE_CONTROLLERS]  # type: ignore[valid-type]
+    control_freq: int = Field(default=20, ge=1, le=500)
+    camera: FreeCamera
+    warmup_steps: int = Field(default=0, ge=0, le=10_000)
+    sticky_repeat: float = Field(default=0.9, ge=0.0, lt=1.0)  # unused (no discrete actions); the sims share one start
+
+
+SIMULATOR_SOURCES = ("gymnasium", "robosuite")  # the source types `uact data record` rolls out
+
+
 class RLDSSource(_Strict):
     type: Literal["rlds"]
     builder_dir: Name = Field(description="tensorflow-datasets builder directory, e.g. 'fractal20220817_data/0.1.0'")
@@ -116,7 +146,7 @@ class NumpySource(_Strict):
     path: str = Field(description="directory of .npy/.npz episodes")
 
 
-Source = Annotated[GymnasiumSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
+Source = Annotated[GymnasiumSource | RobosuiteSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
 
 
 class Crop(_Strict):

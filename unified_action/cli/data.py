@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from unified_action.cards import load_card
+from unified_action.cards.schema import SIMULATOR_SOURCES
 from unified_action.console import make_console
 from unified_action.errors import DataError
 from unified_action.tokenization.kinds import require_valid_card
@@ -62,8 +63,9 @@ def record(
     from unified_action.data.convert import SourceSpec, write_dataset
 
     c = require_valid_card(load_card(card))  # the whole card, tokenizer section included, before any work
-    if c.header.source.type != "gymnasium":
-        raise DataError(f"{card}: source.type: '{c.header.source.type}', `uact data record` needs a gymnasium card; "
+    if c.header.source.type not in SIMULATOR_SOURCES:
+        raise DataError(f"{card}: source.type: '{c.header.source.type}', `uact data record` needs a simulator card "
+                        f"({' or '.join(SIMULATOR_SOURCES)}); "
                         f"use `uact data convert` for datasets")
     if style not in ("smooth", "waypoint"):
         raise DataError(f"--style: '{style}', expected smooth or waypoint")

@@ -118,7 +118,7 @@ class WriteSettings:
 
 
 def source_kind(card: DataCard) -> str:
-    return {"gymnasium": "sim", "rlds": "rlds", "lerobot": "lerobot"}.get(card.header.source.type, card.header.source.type)
+    return {"gymnasium": "sim", "robosuite": "sim", "rlds": "rlds", "lerobot": "lerobot"}.get(card.header.source.type, card.header.source.type)
 
 
 # ----------------------------------------------------------------------------------------- one part

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unified_action.cards.schema import SIMULATOR_SOURCES
 from unified_action.data.dataset import ShardDataset
 from unified_action.data.frames import DEFAULT_ASPECT, resize_frames
 from unified_action.evaluation import metrics as M
@@ -29,7 +30,7 @@ REPRODUCED_GREY = 2.0  # mean |replayed - stored| of the last context frame, gre
 
 def has_simulator(ds: ShardDataset) -> bool:
     """Whether the dataset was recorded from its card's simulator (and so can be replayed)."""
-    return ds.manifest.get("source", {}).get("kind") == "sim" and ds.card.header.source.type == "gymnasium"
+    return ds.manifest.get("source", {}).get("kind") == "sim" and ds.card.header.source.type in SIMULATOR_SOURCES
 
 
 def _split_key(key: str) -> tuple[int, int]:
