@@ -52,6 +52,8 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     names = {"gym_pusht", "ale_pong", "carracing", "metaworld_pick_place"}
     assert set(summary["metrics"]) == names
     assert all(m["psnr"] is not None and m["baseline_psnr"] is not None for m in summary["metrics"].values())
+    for m in summary["metrics"].values():  # the margin over copy-last at each horizon step, and the truth's figures
+        assert len(m["margin_per_step"]) == SMALL.eval_horizon and {"cf_psnr", "action_accuracy"} <= set(m)
     assert set(summary["forgetting_db"]) == names - {"metaworld_pick_place"} and summary["seconds"] > 0
     assert set(summary["finetuned_metrics"]) == names
 

@@ -276,6 +276,14 @@ def _summary_table(metrics: dict, heldout: str):
     return t
 
 
+def _figures(r: dict) -> dict:
+    """One dataset's figures in summary.json: metrics.json's means over the horizon (cf_psnr and action_accuracy
+    among them, null without a simulator), and the margin over copy-last at each horizon step."""
+    steps = r["per_step"]
+    margin = [None if p is None or b is None else p - b for p, b in zip(steps["psnr"], steps["baseline_psnr"])]
+    return {**r["overall"], "margin_per_step": margin}
+
+
 def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards"), plan: DemoPlan = DemoPlan()) -> dict:
     console = make_console()
     out = Path(out)
@@ -296,8 +304,8 @@ def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")
     head(3)
     html, metrics = eval_stage(plan, dirs, pretrained, tuned, out, console.log)
     console.print(_summary_table(metrics, plan.heldout.card))
-    tuned_m = {n: r["overall"] for n, r in metrics["datasets"].items()}
-    pre_m = {n: r["overall"] for n, r in metrics["reference"]["datasets"].items()}
+    tuned_m = {n: _figures(r) for n, r in metrics["datasets"].items()}
+    pre_m = {n: _figures(r) for n, r in metrics["reference"]["datasets"].items()}
     summary = {"pretrained": str(pretrained), "finetuned": str(tuned), "report": str(html),
                "datasets": {k: str(v) for k, v in dirs.items()},
                # each embodiment scored by the model meant for it: the pretrained one on its own embodiments, the

@@ -22,6 +22,7 @@ home pose, so the arm stays in view.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import types
@@ -128,7 +129,8 @@ class RobosuiteArm:
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.close()
+            with contextlib.suppress(Exception):  # at interpreter exit EGL may be gone already; the context dies with us
+                self._renderer.close()
             self._renderer = None
         self.env.close()
 

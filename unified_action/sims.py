@@ -133,9 +133,12 @@ def _behaviour(env, card: DataCard, seed: int, style: str, stepped: bool = True)
 
 def _start(env, card: DataCard, seed: int, style: str):
     """Reset to episode `seed`'s first recorded step -> (observation, the episode's behaviour policy)."""
-    # Reset twice: wrappers that draw something before passing the seed on (Meta-World's MT1 picks its task from
-    # the RNG as the previous episode left it) draw from a seeded RNG the second time, so an episode does not
-    # depend on which episodes this process recorded before it.
+    # An episode must be a function of its seed alone, whatever this process stepped before (a recording part holds
+    # many episodes; a replay may follow another). Meta-World's MT1 draws its task in a wrapper from the env's RNG
+    # BEFORE passing the seed on, and its SawyerXYZEnv ignores reset's seed ("use seed() instead"): so the env's RNG
+    # is seeded here first, and reset twice (wrappers that draw before seeding draw from a seeded RNG the second time).
+    if hasattr(type(env.unwrapped), "np_random"):
+        env.unwrapped.np_random = np.random.default_rng(seed)
     env.reset(seed=seed)
     obs, _ = env.reset(seed=seed)
     policy = _behaviour(env, card, seed, style)
@@ -194,30 +197,61 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
         env.close()
 
 
-def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
-           style: str = "smooth") -> dict[str, np.ndarray]:
-    """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`, `style` as
-    recorded: its warm-up steps come from the policy) driven by the native `actions` [T, ...] from its start, then
-    by `then` [H, ...] if given -> camera -> uint8 [T + H + 1, ...]: frame t is what the camera showed before action
-    t, the last one what it showed after the last action. With `then`, the frames from T + 1 on are the truth under
-    other actions (a counterfactual), which a world model's rollout under them is judged against. An episode that
-    ends early (terminated or truncated) returns the frames up to its end."""
-    env, field = _open(card)
-    steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
-    try:
+class Replayer:
+    """Episodes stepped again from their seeds in one simulator (`with Replayer(card) as replay: replay(seed, ...)`):
+    opening robosuite's arm takes seconds, so an evaluation replaying many clips of one dataset opens it once.
+    Each call starts from `reset(seed)`, and an episode depends on its seed alone (tests/test_sims.py,
+    tests/test_robosuite_arms.py), so the order of calls does not matter."""
+
+    def __init__(self, card: DataCard):
+        self.card = card
+        self.env, self.field = _open(card)
+
+    def __enter__(self) -> Replayer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __call__(self, seed: int, actions: np.ndarray, then: np.ndarray | None = None, style: str = "smooth",
+                 at: Iterable[int] | None = None) -> dict[str, np.ndarray]:
+        """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`, `style` as
+        recorded: its warm-up steps come from the policy) driven by the native `actions` [T, ...] from its start, then
+        by `then` [H, ...] if given -> camera -> uint8 [T + H + 1, ...]: frame t is what the camera showed before
+        action t, the last one what it showed after the last action. With `then`, the frames from T + 1 on are the
+        truth under other actions (a counterfactual), which a world model's rollout under them is judged against.
+        `at`: render only the frames of these steps (ascending), in that order: rendering costs more than stepping
+        (robosuite: ~25 ms a frame, ~6 ms a step). An episode that ends early (terminated or truncated) returns the
+        frames up to its end."""
+        env, card = self.env, self.card
+        steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
+        wanted = None if at is None else set(at)
         obs, _ = _start(env, card, seed, style)
         frames = {c.name: [] for c in card.header.cameras}
-        for a in steps:
-            for name, frame in _frames(env, obs, card).items():
-                frames[name].append(frame)
-            obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(a, field)))
-            if terminated or truncated:
+        for t in range(len(steps) + 1):
+            if wanted is None or t in wanted:
+                for name, frame in _frames(env, obs, card).items():
+                    frames[name].append(frame)
+            if t == len(steps):
                 break
-        for name, frame in _frames(env, obs, card).items():
-            frames[name].append(frame)
-    finally:
-        env.close()
-    return {k: np.stack(v).astype(np.uint8) for k, v in frames.items()}
+            obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(steps[t], self.field)))
+            if terminated or truncated:
+                if wanted is None or t + 1 in wanted:
+                    for name, frame in _frames(env, obs, card).items():
+                        frames[name].append(frame)
+                break
+        shape = {c.name: (0, c.height, c.width, 3) for c in card.header.cameras}
+        return {k: np.stack(v).astype(np.uint8) if v else np.zeros(shape[k], np.uint8) for k, v in frames.items()}
+
+
+def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
+           style: str = "smooth", at: Iterable[int] | None = None) -> dict[str, np.ndarray]:
+    """One episode stepped again in a simulator of its own (Replayer's call, which says what comes back)."""
+    with Replayer(card) as r:
+        return r(seed, actions, then, style, at)
 
 
 def record_actions(card: DataCard, episodes: int, steps: int, seed: int = 0, step_env: bool = True,

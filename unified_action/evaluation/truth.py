@@ -54,7 +54,7 @@ def simulator_truth(ds: ShardDataset, keys: list[str], partner_keys: list[str | 
                     aspect: str = DEFAULT_ASPECT) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """-> (truth uint8 [N, H, h, w, 3] under each clip's partner actions, has_truth bool [N], notes).
     `last_context`: each clip's last context frame as the loader gave it [N, h, w, 3]: the replay's check."""
-    from unified_action.sims import replay
+    from unified_action.sims import Replayer
 
     src = ds.manifest.get("source", {})
     seed, style = int(src.get("seed", 0)), str(src.get("style", "smooth"))
@@ -68,22 +68,26 @@ def simulator_truth(ds: ShardDataset, keys: list[str], partner_keys: list[str | 
     wanted = {_split_key(k)[0] for k in keys} | {_split_key(p)[0] for p in partner_keys if p is not None}
     actions = _native_actions(ds, wanted)
     unreproduced = ended = 0
-    for i, (key, partner) in enumerate(zip(keys, partner_keys)):
-        if partner is None:
-            continue
-        (ep, start), (pep, pstart) = _split_key(key), _split_key(partner)
-        k = start + offset  # own actions up to the last context frame, then the partner's from its last context frame
-        then = actions[pep][pstart + offset: pstart + offset + horizon * stride]
-        frames = replay(ds.card, seed + ep, actions[ep][:k], then=then, style=style)[cam.name]
-        picks = [k + h * stride for h in range(horizon + 1)]
-        if len(then) < horizon * stride or picks[-1] >= len(frames):
-            ended += 1
-            continue
-        shown = resize_frames(resize_frames(cam.cropped(frames[picks]), stored, stored_aspect), image_size, aspect)
-        if np.abs(shown[0].astype(np.float32) - last_context[i].astype(np.float32)).mean() > REPRODUCED_GREY:
-            unreproduced += 1
-            continue
-        truth[i], ok[i] = shown[1:], True
+    with Replayer(ds.card) as replay:  # one simulator for every clip of the dataset
+        for i, (key, partner) in enumerate(zip(keys, partner_keys)):
+            if partner is None:
+                continue
+            (ep, start), (pep, pstart) = _split_key(key), _split_key(partner)
+            k = start + offset  # own actions up to the last context frame, then the partner's from its last context frame
+            then = actions[pep][pstart + offset: pstart + offset + horizon * stride]
+            if len(then) < horizon * stride:
+                ended += 1
+                continue
+            picks = [k + h * stride for h in range(horizon + 1)]  # only these frames are rendered
+            frames = replay(seed + ep, actions[ep][:k], then=then, style=style, at=picks)[cam.name]
+            if len(frames) < len(picks):
+                ended += 1
+                continue
+            shown = resize_frames(resize_frames(cam.cropped(frames), stored, stored_aspect), image_size, aspect)
+            if np.abs(shown[0].astype(np.float32) - last_context[i].astype(np.float32)).mean() > REPRODUCED_GREY:
+                unreproduced += 1
+                continue
+            truth[i], ok[i] = shown[1:], True
     notes = []
     if unreproduced:
         notes.append(f"simulator truth: the replay did not reproduce the last context frame of {unreproduced} clip(s); "
