@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--registry", default=None, help="with --pretrained: the registry it was trained with")
     ap.add_argument("--episodes", type=int, default=25, help="episodes of the held-out robot to record")
     ap.add_argument("--heldout", type=int, default=5, help="the last N of them are evaluated, never trained on")
+    ap.add_argument("--clip-stride", type=int, default=5, help="environment steps between two clips' starts in "
+                    "the fine-tuning and scratch runs (data.clip_stride): 5 gives K=1 16 clips of a 160-step episode")
     ap.add_argument("--horizon", type=int, default=6)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance over actions at rollout "
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="runs/fewshot")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/fewshot_<embodiment>.json")
     a = ap.parse_args(argv)
+    if a.clip_stride < 1:
+        raise SystemExit(f"--clip-stride {a.clip_stride}: expected at least 1 step")
     if max(a.shots) > a.episodes - a.heldout:
         raise SystemExit(f"--shots {max(a.shots)} needs {max(a.shots) + a.heldout} episodes, --episodes is {a.episodes}")
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = f"[{{path: {robot.root}, episodes: [0, {k}]}}]"
         common = [f"data.registry={registry}", f"data.datasets={dataset}", f"train.steps={a.steps}",
                   f"train.checkpoint_every={a.steps}", "train.keep_checkpoints=1", "data.num_workers=0",
-                  "data.clip_stride=5",  # a clip every 5 steps: K=1 still gives 16 clips of its 160-step episode
+                  f"data.clip_stride={a.clip_stride}",  # default 5: K=1 still gives 16 clips of its 160-step episode
                   f"data.context_frames={pre_cfg.data.context_frames}", f"data.future_frames={pre_cfg.data.future_frames}",
                   f"data.image_size={list(pre_cfg.data.image_size)}", f"model.overrides={dict(pre_cfg.model.overrides)}"]
         runs = {}
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
 
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "robot": a.embodiment, "shots": a.shots,
-           "steps": a.steps, "modes": a.modes, "reset_output": not a.keep_output, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
+           "steps": a.steps, "clip_stride": a.clip_stride, "modes": a.modes, "reset_output": not a.keep_output, "pretrained": str(pretrained), "pretrain_steps": pre_cfg.train.steps,
            "heldout_episodes": list(heldout), "horizon": a.horizon, "guidance": guidance, "wall_s": time.perf_counter() - t0, "rows": rows}
     dest = Path(a.out or RESULTS / f"fewshot_{a.embodiment}.json")
     dest.parent.mkdir(parents=True, exist_ok=True)

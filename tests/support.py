@@ -82,3 +82,18 @@ def small_tmpfs(where: Path, size: str = "1m") -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def twin_card(directory: Path, base: str, name: str, embodiment: str) -> Path:
+    """data_cards/<base>.md as another embodiment's card, `directory`/<name>.md: the same source and action mapping
+    (the same slots, native layout and simulator) under another name and embodiment, as two robot arms whose cards
+    map the same OSC actions onto the same `right_arm.*` slots."""
+    import re
+
+    text = (CARDS / f"{base}.md").read_text()
+    text = re.sub(r"^name: .*$", f"name: {name}", text, count=1, flags=re.M)
+    text = re.sub(r"^embodiment: .*$", f"embodiment: {embodiment}", text, count=1, flags=re.M)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.md"
+    path.write_text(text)
+    return path

@@ -46,6 +46,26 @@ def test_demo_refuses_a_directory_it_did_not_write(tmp_path, monkeypatch, capsys
     assert json.loads(_ds_json(tmp_path / "new").read_text()) == {"zero_optimization": {"stage": 1}}
 
 
+def test_the_demo_plans_clip_stride_reaches_the_loader_of_its_jobs(tmp_path):
+    """DemoPlan.clip_stride (`uact demo --clip-stride`) is every job's data.clip_stride, and the loader cuts clips that
+    many steps apart; unset, the loader's default (half a clip's span) stays."""
+    from data.conftest import record
+
+    from unified_action.data.loader import ClipLoader
+    from unified_action.demo import _job
+    from unified_action.training.trainer import loader_config
+
+    car = record(tmp_path / "data" / "carracing", "carracing", episodes=1, steps=40, seed=3)  # chunks of 5 steps
+    Registry(tmp_path / "tokenizers").register(car.card, list(car.iter_actions()))
+    span = (SMALL.context_frames + SMALL.future_frames) * 5
+    for stride in (None, 3):
+        cfg = _job(dataclasses.replace(SMALL, clip_stride=stride), tmp_path, "pretrain", [{"path": str(car.root)}], 2, 1e-3)
+        assert cfg.data.clip_stride == stride
+        plan = ClipLoader(loader_config(cfg), rank=0, world_size=1).plans[0]
+        starts = sorted(s for items in plan.items for _, s in items)
+        assert starts == list(range(0, 40 - span + 1, stride or span // 2))
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_reuses_them(tmp_path):
     summary = run_demo(tmp_path, CARDS, SMALL)

@@ -68,6 +68,9 @@ class DemoPlan:
     # finetune.reset_output (the head zeroed, relearned): it wins benchmarks/fewshot.py's full fine-tunes; here, LoRA
     # with replay, measured: Meta-World 25.60 vs 25.61 dB (step 1 -0.20 vs -0.04 below copy-last), so off
     finetune_reset_output: bool = False
+    # environment steps between the starts of two clips of an episode (data.clip_stride of every job the demo runs);
+    # None: the loader's default, half a clip's span
+    clip_stride: int | None = None
     eval_steps: int = 1  # sampling steps: 1 = the conditional mean, the best PSNR
     min_change: float = 3.0  # grey levels: smaller predicted changes are dropped (static scenes stay static)
     # classifier-free guidance over actions at rollout; measured with the action history, same export: 1.5 took Push-T's
@@ -128,7 +131,8 @@ def _job(plan: DemoPlan, out: Path, name: str, datasets: list[dict], steps: int,
         "name": name, "out": str(out / name),
         "model": {"size": "tiny", "overrides": dict(plan.model_overrides)},
         "data": {"registry": str(out / "tokenizers"), "datasets": datasets, "context_frames": plan.context_frames,
-                 "future_frames": plan.future_frames, "image_size": [plan.image_size] * 2, "num_workers": 0},
+                 "future_frames": plan.future_frames, "image_size": [plan.image_size] * 2, "num_workers": 0,
+                 "clip_stride": plan.clip_stride},
         "optim": {"lr": lr, "min_lr": lr / 10, "warmup_steps": max(1, steps // 10)},
         "train": {"steps": steps, "micro_batch": micro_batch or plan.micro_batch, "deepspeed": str(_ds_json(out)), "seed": plan.seed,
                   "checkpoint_every": max(1, steps // 2), "keep_checkpoints": 1, "log_every": max(1, steps // 10)},

@@ -32,6 +32,9 @@ def evaluate(
     model: Path = typer.Option(..., "--model", "-m", help="An export directory (uact export): model.safetensors + config.json."),
     data: list[Path] = typer.Option(..., "--data", "-d", help="A shard dataset of an embodiment the model knows (repeatable)."),
     registry: Path = RegistryOpt,
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Encode every dataset's actions with this registered "
+                                  "tokenizer the model knows, not the dataset's own; refused unless its card maps the "
+                                  "same native actions onto the same slots (zero-shot probe of a held-out embodiment)."),
     episodes: str = typer.Option(None, "--episodes", help="Held-out episodes 'lo:hi' [default: the last 20% of each dataset]."),
     context: int = typer.Option(2, "--context", min=1, help="Real frames given to the model."),
     horizon: int = typer.Option(6, "--horizon", min=1, help="Frames generated open-loop (may exceed the model's window)."),
@@ -53,11 +56,13 @@ def evaluate(
 
     check_output(out, REPORT, [model, registry or default_registry_path(), *data])  # before the rollouts, not after
     result = run(model, registry, data, episodes=parse_episodes(episodes), context_frames=context, horizon=horizon,
-                 clips=clips, steps=steps, guidance=guidance, min_change=min_change, seed=seed, device=device)
+                 clips=clips, steps=steps, guidance=guidance, min_change=min_change, seed=seed, device=device,
+                 tokenizer=tokenizer)
     report = write_report(result, out)
     console = make_console()
     for r in result.datasets:
-        table = Table(title=f"{r.name} ({r.embodiment}): {r.clips} clips of episodes [{r.episodes[0]}, {r.episodes[1]})")
+        through = f" through tokenizer '{r.tokenizer}'" if r.tokenizer and r.tokenizer != r.name else ""
+        table = Table(title=f"{r.name} ({r.embodiment}{through}): {r.clips} clips of episodes [{r.episodes[0]}, {r.episodes[1]})")
         for col in table_header():
             table.add_column(col, justify="right")
         for row in table_rows(r):

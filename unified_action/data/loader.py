@@ -39,7 +39,7 @@ from unified_action.data.blocks import block_member, blocks_for
 from unified_action.data.dataset import ShardDataset, expand_urls, open_dataset, read_samples
 from unified_action.data.frames import DEFAULT_ASPECT, check_aspect, resize_frames
 from unified_action.data.shards import check_complete, members_of, sample_actions, sample_frames, sample_meta
-from unified_action.errors import DataError, UnifiedActionError
+from unified_action.errors import DataError, UnifiedActionError, did_you_mean
 from unified_action.tokenization import Registry
 
 STATE_VERSION = 1
@@ -55,6 +55,10 @@ class MixtureEntry:
     # chunk length, so a frame's chunk is exactly the actions between it and the next frame
     frame_stride: int | None = None
     episodes: tuple[int, int] | None = None  # only episodes [start, stop) in manifest order (few-shot / held-out splits)
+    # the registered tokenizer that encodes this dataset's actions (its normalization, its embodiment token); default
+    # the one the dataset's card names. Another embodiment's is accepted only when its card maps the same native
+    # layout onto the same slots (tokenization/sharing.py): the zero-shot probe of a held-out embodiment
+    tokenizer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,22 @@ def clip_span(frames: int, chunk_length: int) -> int:
     return frames * chunk_length
 
 
+def shared_tokenizer(ds: ShardDataset, name: str, registry: Registry):
+    """Another embodiment's registered tokenizer to encode the actions of `ds` (MixtureEntry.tokenizer), refused in
+    one line unless its card maps the same native layout onto the same slots as the dataset's card."""
+    from unified_action.tokenization.sharing import layout_problem
+
+    if name not in registry.names():
+        raise DataError(f"{ds.root}: tokenizer: '{name}' is not registered in {registry.root}"
+                        f"{did_you_mean(name, registry.names())}")
+    tok = registry.load(name)
+    problem = "its tokenizer was registered without a data card" if tok.card is None else \
+        layout_problem(ds.card.mapping, tok.card.mapping)
+    if problem:
+        raise DataError(f"{ds.root}: tokenizer '{name}' cannot encode the actions of '{ds.card.name}': {problem}")
+    return tok
+
+
 class DatasetPlan:
     """One dataset's clips and its per-epoch order, computed from the manifest."""
 
@@ -101,19 +121,22 @@ class DatasetPlan:
         self.index, self.entry, self.cfg = index, entry, cfg
         self.ds: ShardDataset = open_dataset(entry.path, expand_urls(entry.shards) if entry.shards else None)
         card = self.ds.card
-        if card.name not in registry.names():
-            raise DataError(f"{self.ds.root}: tokenizer '{card.name}' is not registered in {registry.root}; "
-                            f"run `uact tokenizer register {self.ds.root / (card.name + '.md')} --data {self.ds.root}`")
-        self.tok = registry.load(card.name)
-        if self.tok.card is not None and self.tok.card.header.action != card.header.action:
-            raise DataError(f"{self.ds.root}: tokenizer '{card.name}' was fitted on a card with another action mapping; "
-                            f"register it again from {self.ds.root / (card.name + '.md')}")
+        if entry.tokenizer is not None and entry.tokenizer != card.name:
+            self.tok = shared_tokenizer(self.ds, entry.tokenizer, registry)
+        else:
+            if card.name not in registry.names():
+                raise DataError(f"{self.ds.root}: tokenizer '{card.name}' is not registered in {registry.root}; "
+                                f"run `uact tokenizer register {self.ds.root / (card.name + '.md')} --data {self.ds.root}`")
+            self.tok = registry.load(card.name)
+            if self.tok.card is not None and self.tok.card.header.action != card.header.action:
+                raise DataError(f"{self.ds.root}: tokenizer '{card.name}' was fitted on a card with another action mapping; "
+                                f"register it again from {self.ds.root / (card.name + '.md')}")
         cams = [c.name for c in card.header.cameras]
         self.camera = entry.camera or (cams[0] if cams else None)
         if self.camera not in cams:
             raise DataError(f"{self.ds.root}: camera '{self.camera}' is not in the card (cameras: {cams})")
         L = self.tok.spec.chunk_length
-        self.stride = frame_stride(self.ds.root, card.name, entry.frame_stride, L)
+        self.stride = frame_stride(self.ds.root, self.tok.name, entry.frame_stride, L)
         self.span = clip_span(cfg.frames, L)
         stride = cfg.clip_stride or max(1, self.span // 2)
         lo, hi = entry.episodes or (0, self.ds.episodes)
@@ -427,7 +450,7 @@ class ClipLoader:
     # -- resume
     def _fingerprint(self) -> dict:
         return {"datasets": [[str(Path(p.entry.path)), p.entry.weight, p.camera, p.stride, p.total,
-                              list(p.entry.episodes or ())]
+                              list(p.entry.episodes or ()), *([p.entry.tokenizer] if p.entry.tokenizer else [])]
                              for p in self.plans],
                 "frames": self.cfg.frames, "clip_stride": self.cfg.clip_stride, "batch_size": self.cfg.batch_size,
                 "seed": self.cfg.seed, "epoch_len": self.epoch_len}

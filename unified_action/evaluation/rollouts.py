@@ -7,6 +7,11 @@ out, and they are compared with the real future frames step by step. Beside the 
 - counterfactual: the same context rolled out with the actions of a clip of ANOTHER episode of the same
   embodiment, with the same noise. dPSNR = PSNR(real actions) - PSNR(other actions) measures controllability:
   a model that ignores its actions scores ~0 however good its frames look.
+
+A dataset is encoded by its own tokenizer (the one its card names), or, asked for (`tokenizer=`, `uact eval
+--tokenizer`), by another embodiment's whose card maps the same native layout onto the same slots: the zero-shot
+probe of an embodiment the model never saw, read as one it knows (that tokenizer's normalization and embodiment
+token). The model must know that tokenizer; the dataset keeps its name in the tables.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class Example:
 class DatasetResult:
     """One embodiment's evaluation: metric -> [clips, horizon] values, and a few example clips."""
 
-    name: str  # the dataset's card = tokenizer name
+    name: str  # the dataset's card name
     path: str
     embodiment: str
     episodes: tuple[int, int]
@@ -71,6 +76,7 @@ class DatasetResult:
     values: dict[str, np.ndarray]
     examples: list[Example] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tokenizer: str = ""  # the tokenizer that encoded its actions: the card's own (name), or a shared-slot one
 
     @property
     def clips(self) -> int:
@@ -108,7 +114,7 @@ class EvalResult:
             "rollout": self.settings(),
             "metrics": {k: title for k, (title, _) in METRICS.items()},
             "datasets": {r.name: {
-                "path": r.path, "embodiment": r.embodiment, "episodes": list(r.episodes), "clips": r.clips,
+                "path": r.path, "embodiment": r.embodiment, "tokenizer": r.tokenizer or r.name, "episodes": list(r.episodes), "clips": r.clips,
                 "keys": r.keys, "counterfactual_keys": r.counterfactual_keys, "notes": r.notes,
                 "overall": {k: clean(v) for k, v in r.overall().items()},
                 "per_step": {k: clean(v) for k, v in r.steps().items()},
@@ -140,12 +146,14 @@ def episode_of(key: str) -> str:
 
 
 def collect_clips(path: str | Path, registry: Registry, episodes: tuple[int, int], model, context_frames: int,
-                  horizon: int, limit: int, seed: int, batch_size: int = 8, aspect: str = DEFAULT_ASPECT) -> dict:
+                  horizon: int, limit: int, seed: int, batch_size: int = 8, aspect: str = DEFAULT_ASPECT,
+                  tokenizer: str | None = None) -> dict:
     """Up to `limit` clips of episodes [lo, hi) of one dataset, as the training loader cuts them, concatenated:
-    arrays with a leading clip axis, and 'key' a list of 'dataset/episode@start'."""
+    arrays with a leading clip axis, and 'key' a list of 'dataset/episode@start'. `tokenizer`: encode the actions
+    with this registered tokenizer instead of the card's own (MixtureEntry.tokenizer)."""
     from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
 
-    cfg = LoaderConfig(datasets=(MixtureEntry(str(path), episodes=tuple(episodes)),), registry=str(registry.root),
+    cfg = LoaderConfig(datasets=(MixtureEntry(str(path), episodes=tuple(episodes), tokenizer=tokenizer),), registry=str(registry.root),
                        context_frames=context_frames, future_frames=horizon, image_size=tuple(model.cfg.image_size),
                        batch_size=max(1, min(batch_size, limit)), seed=seed, max_action_tokens=model.cfg.max_action_tokens,
                        aspect=aspect)
@@ -191,23 +199,28 @@ def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | No
 
 def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
                      horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
-                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = DEFAULT_ASPECT) -> DatasetResult:
+                     guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = DEFAULT_ASPECT,
+                     tokenizer: str | None = None) -> DatasetResult:
     ds = open_dataset(path)
+    tok_name = tokenizer or ds.name
     rng = tuple(episodes) if episodes is not None else default_heldout(ds.episodes)
     if not 0 <= rng[0] < rng[1] <= ds.episodes:
         raise DataError(f"{ds.root}: episodes: [{rng[0]}, {rng[1]}) is not a non-empty range within the dataset's "
                         f"{ds.episodes} episodes")
     C, H = context_frames, horizon
-    data = collect_clips(path, registry, rng, model, C, H, clips, seed, aspect=aspect)
+    data = collect_clips(path, registry, rng, model, C, H, clips, seed, aspect=aspect, tokenizer=tokenizer)
     keys = data["key"]
-    notes = []
+    tok = registry.load(tok_name)
+    notes = [] if tok_name == ds.name else [
+        f"actions encoded by tokenizer '{tok_name}' (embodiment '{tok.spec.embodiment}', token "
+        f"{tok.spec.embodiment_token}), not the dataset's own '{ds.name}': its card maps the same slots"]
     # counterfactual actions: another held-out clip of another episode; when the held-out range is one episode,
     # clips of the other episodes of the dataset (their actions only: the frames compared are still held out)
     pool = {k: data[k] for k in (*ACTION_KEYS, "key")}
     if len({episode_of(k) for k in keys}) < 2 and ds.episodes > 1:
         other = (0, rng[0]) if rng[0] > 0 else (rng[1], ds.episodes)
         try:
-            extra = collect_clips(path, registry, other, model, C, H, clips, seed + 1, aspect=aspect)
+            extra = collect_clips(path, registry, other, model, C, H, clips, seed + 1, aspect=aspect, tokenizer=tokenizer)
             pool = {k: (pool[k] + extra[k]) if k == "key" else np.concatenate([pool[k], extra[k]]) for k in pool}
             notes.append(f"counterfactual actions from episodes [{other[0]}, {other[1]}): the held-out range is one episode")
         except DataError as e:  # too short to cut a clip from: dPSNR stays undefined, said in the report
@@ -271,19 +284,30 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
                          f"where the real future and the truth under the other actions differ (PSNR < {TRUTHS_DIFFER_DB:g} dB)")
         for j, ex in enumerate(kept):
             ex.truth = truth[j] if ok[j] else None
-    tok = registry.load(ds.name)
-    return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys), partner_keys, vals, kept, notes)
+    return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys), partner_keys, vals, kept, notes,
+                         tokenizer=tok_name)
 
 
-def check_embodiments(paths: list[Path], config: dict) -> None:
+def check_embodiments(paths: list[Path], config: dict, registry: Registry | None = None,
+                      tokenizer: str | None = None) -> None:
     """Refuse a dataset whose tokenizer the model was not trained with (its embodiment token means nothing to it),
-    and two datasets of one embodiment (one table per embodiment)."""
+    and two datasets of one embodiment (one table per embodiment). With `tokenizer` (another embodiment's, read from
+    `registry`), that one must be known to the model and map each dataset's native actions onto the same slots."""
+    from unified_action.data.loader import shared_tokenizer
+
     seen: dict[str, Path] = {}
+    if tokenizer is not None and tokenizer not in config["tokenizers"]:
+        raise DataError(f"--tokenizer: '{tokenizer}', which the model was not trained with (it knows "
+                        f"{', '.join(config['tokenizers'])})")
     for p in paths:
-        name = open_dataset(p).name
-        if name not in config["tokenizers"]:
+        ds = open_dataset(p)
+        name = ds.name
+        if tokenizer is not None and tokenizer != name:
+            shared_tokenizer(ds, tokenizer, registry if registry is not None else Registry())
+        elif name not in config["tokenizers"]:
             raise DataError(f"{p}: dataset of tokenizer '{name}', which the model was not trained with (it knows "
-                            f"{', '.join(config['tokenizers'])}); fine-tune it on '{name}' first")
+                            f"{', '.join(config['tokenizers'])}); fine-tune it on '{name}' first, or evaluate it through "
+                            f"a tokenizer the model knows whose card maps the same slots (--tokenizer)")
         if name in seen:
             raise DataError(f"{p}: a second dataset of '{name}' (the first: {seen[name]}); evaluate one per embodiment")
         seen[name] = p
@@ -302,9 +326,11 @@ def trained_aspect(config: dict) -> str:
 def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, datasets: list[str | Path], *,
              episodes: tuple[int, int] | None = None, context_frames: int = 2, horizon: int = 6, clips: int = 16,
              steps: int = 1, guidance: float = 1.0, min_change: float = 3.0, seed: int = 0, device: str = "cpu", examples: int = 3,
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, tokenizer: str | None = None) -> EvalResult:
     """Roll out the exported model on held-out clips of each dataset (default: its last 20% of episodes) and
-    measure it per horizon step against the real frames, copy-last and counterfactual actions."""
+    measure it per horizon step against the real frames, copy-last and counterfactual actions. `tokenizer`: encode
+    every dataset's actions with this tokenizer the model knows (its card must map the same slots) instead of each
+    dataset's own: a zero-shot probe of an embodiment the model was not trained on."""
     from unified_action.models.pretrained import load_pretrained
 
     reg = registry if isinstance(registry, Registry) else Registry(registry)
@@ -319,13 +345,13 @@ def evaluate(export_dir: str | Path, registry: str | Path | Registry | None, dat
         raise UnifiedActionError(f"eval: context_frames: {context_frames}, the model's window holds {model.cfg.max_frames} "
                                  f"frames with the one it generates: use at most {model.cfg.max_frames - 1}")
     paths = [Path(p) for p in datasets]
-    check_embodiments(paths, config)
+    check_embodiments(paths, config, reg, tokenizer)
     dev = torch.device(device)
     model = model.to(dev).eval()
     aspect = trained_aspect(config)
     results = [evaluate_dataset(model, reg, p, episodes, context_frames=context_frames, horizon=horizon, clips=clips,
                                 steps=steps, seed=seed, device=dev, examples=examples, guidance=guidance,
-                                min_change=min_change, progress=progress, aspect=aspect)
+                                min_change=min_change, progress=progress, aspect=aspect, tokenizer=tokenizer)
                for p in paths]
     return EvalResult(str(export_dir), context_frames, horizon, steps, seed, results, guidance=guidance,
                       min_change=min_change, clips=clips)

@@ -46,7 +46,7 @@ class DataSection(_Strict):
     image_size: tuple[int, int] = (64, 64)
     # frames stored at another aspect ratio than image_size: pad (letterbox, the default), crop (centre) or stretch
     aspect: Literal["pad", "crop", "stretch"] = "pad"
-    clip_stride: int | None = None
+    clip_stride: int | None = Field(None, ge=1)  # env steps between two clips' starts in an episode; default half a clip's span
     num_workers: int = Field(2, ge=0)
     strict: bool = True
     allow_pipe: bool = False
@@ -68,7 +68,8 @@ class OptimSection(_Strict):
 
 
 class TrainSection(_Strict):
-    steps: int = Field(ge=1, description="optimizer steps in the whole run")
+    # 0 only in a fine-tuning job: it registers and initialises the new embodiments and exports at once (zero-shot)
+    steps: int = Field(ge=0, description="optimizer steps in the whole run")
     micro_batch: int = Field(8, ge=1, description="clips per process per forward")
     grad_accum: int = Field(1, ge=1)
     seed: int = 0
@@ -92,6 +93,12 @@ class FinetuneSection(_Strict):
     # 0.6 dB below copy-last before any step; with it, K=5 24.76 -> 25.00 dB, K=20 24.82 -> 25.20). The head is
     # relearned, for the pretrained embodiments too: for a job that must keep them, replay them or leave this off
     reset_output: bool = False
+    # how a new embodiment's embedding row (its embodiment token's row of the action-token table) starts:
+    # unchanged     the row the pretrained table holds for that id (its random initialisation, never trained);
+    # shared_slots  the mean of the rows of the pretrained embodiments whose tokenizers share the most slots with
+    #               the new one (refused, before any work, when none shares a slot). With train.steps: 0, the job
+    #               only registers, initialises and exports: the zero-shot model (K = 0)
+    new_embodiment_init: Literal["unchanged", "shared_slots"] = "unchanged"
 
 
 class TrainConfig(_Strict):

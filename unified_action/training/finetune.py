@@ -20,13 +20,24 @@ trains in every mode: the fine-tune starts at
 copy-last on the new embodiment, as an untrained model does, instead of at the motion the pretrained head
 draws on a scene it never saw.
 
+A new embodiment's embedding row (its embodiment token's row of the action-token table) starts as the pretrained
+table holds it (`finetune.new_embodiment_init: unchanged`, a row no data ever reached), or, with `shared_slots`,
+as the mean of the rows of the pretrained embodiments whose tokenizers share the most slots with it (a held-out
+arm whose card maps the same `right_arm.*` slots starts where the other arms are). `train.steps: 0` makes the
+job a zero-shot one (K = 0): it registers, initialises and writes the export at once, without training.
+
 The export merges the adapters into the base weights: it is a plain WorldModel (`load_pretrained` loads it)
 whose config lists the pretrained tokenizers and the new ones with their hashes, and the mode it was tuned with.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -119,6 +130,74 @@ def owned_rows(registry, new: list[str], pretrained: list[str]) -> tuple[set[int
     return t_new - t_old, s_new - s_old
 
 
+# ------------------------------------------------------------------------------------------------ new embodiments
+@dataclass(frozen=True)
+class Donors:
+    """Where a new tokenizer's embodiment row starts (new_embodiment_init: shared_slots)."""
+
+    new: str  # the new tokenizer
+    embodiment: str  # its card's embodiment
+    donors: tuple[str, ...]  # pretrained tokenizers sharing the most slots with it ((): its row is kept)
+    shared: int  # slots each donor shares
+    slots: int  # the new tokenizer's slots
+    kept: str = ""  # why its row is kept as it is (its embodiment is already a pretrained one's)
+
+
+def plan_shared_slots(cfg: TrainConfig, pre: dict, new: list[str], where: str = "") -> list[Donors]:
+    """For each new tokenizer, from its dataset's card (before anything is registered), the pretrained tokenizers
+    that share the most slots with it; a ConfigError (one line) when one shares no slot with any."""
+    from unified_action.data.dataset import open_dataset
+    from unified_action.tokenization import Registry
+    from unified_action.tokenization.sharing import slot_donors
+
+    where = where or cfg.name
+    registry = Registry(cfg.data.registry)
+    pretrained = {n: registry.spec(n) for n in sorted(pre["tokenizers"])}
+    cards = {}
+    for e in cfg.data.datasets:
+        card = open_dataset(e.path).card
+        if card.name in new:
+            cards[card.name] = card
+    out = []
+    for name in new:
+        card = cards[name]
+        same = sorted(n for n, s in pretrained.items() if s.embodiment == card.embodiment)
+        slots = card.mapping.slot_names
+        if same:  # a new tokenizer of an embodiment the model knows: its token, and row, are already trained
+            out.append(Donors(name, card.embodiment, (), 0, len(slots), kept=f"embodiment '{card.embodiment}' is "
+                              f"{', '.join(same)}'s, whose row is trained"))
+            continue
+        donors, shared = slot_donors(slots, {n: s.slots for n, s in pretrained.items()})
+        if not donors:
+            raise ConfigError(f"{where}: finetune.new_embodiment_init: shared_slots, but no tokenizer of the pretrained "
+                              f"model ({cfg.finetune.init_from}) "
+                              f"shares a slot with '{name}' ({', '.join(slots[:4])}{' ...' if len(slots) > 4 else ''}); "
+                              f"use 'unchanged'")
+        out.append(Donors(name, card.embodiment, tuple(donors), shared, len(slots)))
+    return out
+
+
+def init_shared_slots(model: nn.Module, registry, plan: list[Donors], log: Callable[[str], None] = print,
+                      spec: ModelSpec | None = None) -> dict:
+    """Set each new embodiment's row of the action-token table to the mean of its donors' embodiment rows (distinct
+    tokens, each once) -> what was done, per new tokenizer, for the run's record."""
+    table = (spec or model_spec()).embeddings(model)["token"].weight
+    info = {}
+    for d in plan:
+        token = registry.spec(d.new).embodiment_token
+        if d.kept:
+            log(f"new_embodiment_init: '{d.new}' (token {token}) keeps its row: {d.kept}")
+            info[d.new] = {"token": token, "kept": d.kept}
+            continue
+        tokens = sorted({registry.spec(n).embodiment_token for n in d.donors})
+        with torch.no_grad():
+            table[token] = table[tokens].mean(0)
+        log(f"new_embodiment_init: '{d.new}' (embodiment '{d.embodiment}', token {token}) starts as the mean of "
+            f"{', '.join(d.donors)} (tokens {', '.join(map(str, tokens))}): {d.shared} of its {d.slots} slots shared")
+        info[d.new] = {"token": token, "donors": list(d.donors), "donor_tokens": tokens, "shared_slots": d.shared}
+    return info
+
+
 # ------------------------------------------------------------------------------------------------ the job
 def prepare(cfg: TrainConfig, where: str = "") -> tuple[TrainConfig, dict, list[str]]:
     """Check the job against its pretrained export -> (job with K applied, export config, new tokenizer names).
@@ -179,6 +258,10 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
 
     cfg, pre, new = prepare(cfg, config_path)
     fs = cfg.finetune
+    if cfg.train.steps == 0:
+        raise ConfigError(f"{config_path or cfg.name}: train.steps: 0: run it with finetune() (uact finetune), which "
+                          f"exports the initialised model without a trainer")
+    donors = plan_shared_slots(cfg, pre, new, config_path) if fs.new_embodiment_init == "shared_slots" else None
     dist = init_distributed()
     # the whole job (model against the export, data, registry, output) is checked before anything is registered
     check_job(cfg, config_path or cfg.name, overwrite=overwrite, init_from=fs.init_from, world_size=dist.world_size,
@@ -190,6 +273,9 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
     pretrained = sorted(pre["tokenizers"])
 
     def adapt(model: nn.Module) -> Adaptation:
+        # before the mode: the row starts from its donors whatever trains (a resumed run loads its checkpoint over it)
+        init = init_shared_slots(model, registry, donors, log=print if dist.is_main else (lambda _: None)) \
+            if donors is not None else None
         tokens, slots = owned_rows(registry, new, pretrained)
         positions = set(range(pre["model"]["max_action_tokens"], model.cfg.max_action_tokens))
         no_decay, trainable = adapt_model(model, fs.mode, token_rows=tokens, slot_rows=slots, position_rows=positions,
@@ -198,7 +284,8 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
             trainable += reset_output(model)
         total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
         info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
-                "reset_output": fs.reset_output,
+                "reset_output": fs.reset_output, "new_embodiment_init": fs.new_embodiment_init,
+                **({"shared_slots": init} if init is not None else {}),
                 "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,
                 **({"lora_rank": fs.lora_rank, "lora_alpha": fs.lora_alpha} if fs.mode == "lora" else {})}
         summary = (f"finetune {fs.mode}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); "
@@ -209,8 +296,66 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
                    dist=dist, adapt=adapt)
 
 
+def export_initialised(cfg: TrainConfig, *, config_path: str = "", overwrite: bool = False,
+                       log: Callable[[str], None] = print):
+    """A fine-tuning job of `train.steps: 0` (zero-shot, K = 0): checked, new tokenizers registered, the pretrained
+    weights loaded with the new embodiments initialised (finetune.new_embodiment_init; finetune.reset_output if set),
+    and written as the run's export, as a trained run's would be -> trainer.RunResult (step 0)."""
+    from unified_action.tokenization import Registry
+    from unified_action.training.checkpoint import complete_checkpoints
+    from unified_action.training.export import export_meta, write_export
+    from unified_action.training.preflight import check_job
+    from unified_action.training.trainer import RunResult, build_model, init_weights_from
+
+    where = config_path or cfg.name
+    cfg, pre, new = prepare(cfg, where)
+    fs = cfg.finetune
+    out = Path(cfg.out)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    donors = plan_shared_slots(cfg, pre, new, where) if fs.new_embodiment_init == "shared_slots" else None
+    check_job(cfg, where, overwrite=overwrite, init_from=fs.init_from, world_size=world, pending=new)
+    if not overwrite and (out / "checkpoints").is_dir() and complete_checkpoints(out / "checkpoints"):
+        raise ConfigError(f"{where}: out: {cfg.out} holds checkpoints of a run that trained; a 0-step job would put its "
+                          f"export beside them: pass --overwrite, or choose another out")
+    if int(os.environ.get("RANK", 0)) != 0:  # nothing to compute in parallel: rank 0 does it all
+        return RunResult(out, 0, 0, math.nan, out / "export")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    register_new(cfg, log=log)
+    registry = Registry(cfg.data.registry)
+    names = sorted({_dataset_name(e.path) for e in cfg.data.datasets})
+    max_tokens = max([registry.spec(n).max_tokens for n in names] + [pre["model"]["max_action_tokens"]])
+    model = build_model(cfg, registry.vocabulary().size, max_tokens)
+    init_weights_from(model, fs.init_from, registry, names)
+    init = init_shared_slots(model, registry, donors, log=log) if donors is not None else None
+    if fs.reset_output:
+        reset_output(model)
+    pretrained = sorted(pre["tokenizers"])
+    info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
+            "reset_output": fs.reset_output, "new_embodiment_init": fs.new_embodiment_init,
+            **({"shared_slots": init} if init is not None else {}), "pretrained_tokenizers": pre["tokenizers"],
+            "trainable_parameters": 0, "steps": 0}
+    run_info = {"config": where, "job": cfg.model_dump(mode="json"), "world_size": world, "finetune": info}
+    meta = export_meta(model.cfg.to_dict(), registry, sorted(set(names) | set(pretrained)), run_info)
+    out.mkdir(parents=True, exist_ok=True)
+    export = write_export({k: v.detach() for k, v in model.state_dict().items()}, meta, out / "export",
+                          trained={"step": 0, "run": run_info})
+    log(f"exported {export} (0 steps: the pretrained model with {len(new)} new embodiment(s) "
+        f"{'initialised from shared slots' if donors is not None else 'registered'})")
+    return RunResult(out, 0, 0, math.nan, export)
+
+
+def _dataset_name(path: str) -> str:
+    from unified_action.data.dataset import open_dataset
+
+    return open_dataset(path).name
+
+
 def finetune(cfg: TrainConfig, *, config_path: str = "", resume: bool = True, overwrite: bool = False,
              stop_at: int | None = None, progress: bool = True):
-    """Fine-tune to the end (or `stop_at`) -> trainer.RunResult; every process of the job calls it."""
+    """Fine-tune to the end (or `stop_at`) -> trainer.RunResult; every process of the job calls it. A job of
+    `train.steps: 0` exports its initialised model without training (export_initialised)."""
+    if cfg.train.steps == 0:
+        return export_initialised(cfg, config_path=config_path, overwrite=overwrite)
     trainer = finetune_trainer(cfg, config_path=config_path, resume=resume, overwrite=overwrite)
     return trainer.run(stop_at=stop_at, progress=progress)

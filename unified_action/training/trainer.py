@@ -130,6 +130,17 @@ def init_weights_from(model, export_dir: str | Path, registry, names: list[str])
     model.load_state_dict(src.state_dict(), strict=True)
 
 
+def loader_config(cfg: TrainConfig):
+    """The ClipLoader config of a job: its mixture and data section (clip_stride included), its micro-batch and seed."""
+    from unified_action.data.loader import LoaderConfig, MixtureEntry
+
+    return LoaderConfig(
+        datasets=tuple(MixtureEntry(**e.model_dump()) for e in cfg.data.datasets), registry=cfg.data.registry,
+        context_frames=cfg.data.context_frames, future_frames=cfg.data.future_frames,
+        image_size=tuple(cfg.data.image_size), aspect=cfg.data.aspect, clip_stride=cfg.data.clip_stride,
+        batch_size=cfg.train.micro_batch, seed=cfg.train.seed, strict=cfg.data.strict, allow_pipe=cfg.data.allow_pipe)
+
+
 class MetricLog:
     """Rank 0's metrics.jsonl (one line per optimizer step) and TensorBoard writer."""
 
@@ -170,12 +181,15 @@ class Trainer:
                  adapt: Callable[[torch.nn.Module], Adaptation] | None = None):
         import deepspeed
 
-        from unified_action.data.loader import ClipLoader, LoaderConfig, MixtureEntry
+        from unified_action.data.loader import ClipLoader
         from unified_action.tokenization import Registry
         from unified_action.training.export import export_meta
 
         self.cfg = cfg
         where = config_path or cfg.name
+        if cfg.train.steps == 0:
+            raise ConfigError(f"{where}: train.steps: 0 trains nothing; only a fine-tuning job (uact finetune) takes it, "
+                              f"to export its initialised model (zero-shot)")
         _check_datasets(cfg, where)
         deepspeed_config(cfg, 1, False)  # refuse a bad DeepSpeed JSON before any process does real work
         self.dist = dist = dist or init_distributed()
@@ -188,12 +202,7 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
 
         registry = Registry(cfg.data.registry)
-        loader_cfg = LoaderConfig(
-            datasets=tuple(MixtureEntry(**e.model_dump()) for e in cfg.data.datasets), registry=cfg.data.registry,
-            context_frames=cfg.data.context_frames, future_frames=cfg.data.future_frames,
-            image_size=tuple(cfg.data.image_size), aspect=cfg.data.aspect, clip_stride=cfg.data.clip_stride,
-            batch_size=cfg.train.micro_batch, seed=cfg.train.seed, strict=cfg.data.strict, allow_pipe=cfg.data.allow_pipe)
-        self.loader = loader = ClipLoader(loader_cfg, dist.rank, dist.world_size, num_workers=cfg.data.num_workers)
+        self.loader = loader = ClipLoader(loader_config(cfg), dist.rank, dist.world_size, num_workers=cfg.data.num_workers)
         self.names = names = [p.ds.card.name for p in loader.plans]
 
         max_tokens = loader.max_tokens
