@@ -65,9 +65,8 @@ class DemoPlan:
     finetune_mode: str = "lora"
     finetune_lr: float = 5e-4  # measured: 2e-3 gave Meta-World 25.61 vs 25.65 dB here (both at copy-last)
     replay: float = 0.5  # share of the fine-tune's clips drawn from the pretraining datasets
-    # finetune.reset_output (the head zeroed, relearned): it wins benchmarks/fewshot.py's full fine-tunes; here, LoRA
-    # with replay, measured: Meta-World 25.60 vs 25.61 dB (step 1 -0.20 vs -0.04 below copy-last), so off
-    finetune_reset_output: bool = False
+    # (no finetune.reset_output here: with LoRA and replay it measured nil, Meta-World 25.60 vs 25.61 dB; it wins
+    # benchmarks/fewshot.py's full fine-tunes, where the option stays)
     # environment steps between the starts of two clips of an episode (data.clip_stride of every job the demo runs);
     # None: the loader's default, half a clip's span
     clip_stride: int | None = None
@@ -216,8 +215,7 @@ def finetune_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, out:
     cfg = _job(plan, out, f"finetune_{plan.finetune_mode}",
                [{"path": str(dirs[plan.heldout.card]), "weight": 1 - plan.replay}, *replay],
                plan.finetune_steps, lr=plan.finetune_lr,
-               finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots,
-                         "reset_output": plan.finetune_reset_output})
+               finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots})
     done = _done(out / cfg.name, plan.finetune_steps)
     if done is not None:
         log(f"finetune: {done} is complete, reused")
