@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from unified_action.cards import DataCard
-from unified_action.cards.schema import ENV_MODULES
+from unified_action.cards.schema import ENV_MODULES, MAX_FRAME_EVERY
 from unified_action.data.episode import Episode
 from unified_action.errors import DataError
 from unified_action.policies import policy_for_space
@@ -129,18 +129,22 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
     """Roll out the card's simulator headless and yield one Episode per index: frames of every card camera,
     native actions from a seeded behaviour policy, proprio, reward, flags and the card's instruction.
 
+    Frames are rendered and kept only at steps 0, k, 2k, ... for the card's source.frame_every k (Episode.frame_every):
+    the loader shows no others, and rendering is most of a MuJoCo recording's time. Everything else is every step.
+
     Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
     processes records the same episodes, and `replay` can step it again under other actions."""
     env, field = _open(card)
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
+    every = card.header.frame_every
     try:
         for i in indices:
             obs, policy = _start(env, card, seed + i, style)
             frames = {c.name: [] for c in card.header.cameras}
             proprio = {p.path: [] for p in card.header.proprio}
             actions, rewards, terminal = [], [], False
-            for _ in range(steps):
-                for name, frame in _frames(env, obs, card).items():
+            for t in range(steps):
+                for name, frame in (_frames(env, obs, card) if t % every == 0 else {}).items():
                     frames[name].append(frame)
                 for p in card.header.proprio:
                     proprio[p.path].append(_at(obs, p.path, "proprio", card).astype(np.float32))
@@ -160,32 +164,39 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
                 actions={field.path: np.stack(actions).reshape(T, *field.shape).astype(field.dtype)},
                 proprio={k: np.stack(v) for k, v in proprio.items()},
                 reward=np.asarray(rewards, np.float32), is_first=first, is_last=last, is_terminal=is_terminal,
-                instruction=instruction, source=f"{card.header.source.env_id} seed {seed + i}",
+                instruction=instruction, source=f"{card.header.source.env_id} seed {seed + i}", frame_every=every,
             )
     finally:
         env.close()
 
 
 def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
-           style: str = "smooth") -> dict[str, np.ndarray]:
+           style: str = "smooth", frame_every: int = 1) -> dict[str, np.ndarray]:
     """The simulator's own frames for an episode recorded with seed `seed` (record_episodes: `seed + i`, `style` as
     recorded: its warm-up steps come from the policy) driven by the native `actions` [T, ...] from its start, then
     by `then` [H, ...] if given -> camera -> uint8 [T + H + 1, ...]: frame t is what the camera showed before action
     t, the last one what it showed after the last action. With `then`, the frames from T + 1 on are the truth under
     other actions (a counterfactual), which a world model's rollout under them is judged against. An episode that
-    ends early (terminated or truncated) returns the frames up to its end."""
+    ends early (terminated or truncated) returns the frames up to its end.
+
+    With `frame_every` k only steps 0, k, 2k, ... are rendered (as record_episodes stores them): frame i is step
+    i * k, and the one after the last action is there only when its step is a multiple of k."""
+    if not 1 <= frame_every <= MAX_FRAME_EVERY:
+        raise DataError(f"{card.name}: replay: frame_every {frame_every}, expected 1..{MAX_FRAME_EVERY}")
     env, field = _open(card)
     steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
     try:
         obs, _ = _start(env, card, seed, style)
         frames = {c.name: [] for c in card.header.cameras}
+        t = 0  # steps taken
         for a in steps:
-            for name, frame in _frames(env, obs, card).items():
+            for name, frame in (_frames(env, obs, card) if t % frame_every == 0 else {}).items():
                 frames[name].append(frame)
             obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(a, field)))
+            t += 1
             if terminated or truncated:
                 break
-        for name, frame in _frames(env, obs, card).items():
+        for name, frame in (_frames(env, obs, card) if t % frame_every == 0 else {}).items():
             frames[name].append(frame)
     finally:
         env.close()
