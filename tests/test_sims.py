@@ -95,17 +95,20 @@ def test_replaying_the_recorded_actions_reproduces_the_recorded_frames(name, ste
     card = load_card(CARDS / f"{name}.md")
     ep = next(record_episodes(card, [3], steps, seed=100))
     actions = ep.actions[card.header.action[0].path]
+    every = card.header.frame_every  # recorded frame i is step i * every (robosuite's cards: 4); replay renders each step
     again = replay(card, 103, actions)
     assert again.keys() == ep.frames.keys()
     for cam, frames in ep.frames.items():
-        assert len(again[cam]) in (len(frames) + 1, len(frames))  # + the frame after the last action, unless it ended
-        assert np.array_equal(again[cam][:len(frames)], frames), cam
+        shown = again[cam][::every]
+        assert len(shown) in (len(frames) + 1, len(frames))  # + the frame after the last action, unless it ended
+        assert np.array_equal(shown[:len(frames)], frames), cam
     k = len(actions) // 2
     other = next(record_episodes(card, [4], steps, seed=100)).actions[card.header.action[0].path]
     cf = replay(card, 103, actions[:k], then=other[: len(actions) - k])
     for cam, frames in ep.frames.items():
-        assert np.array_equal(cf[cam][:k + 1], frames[:k + 1]), cam  # frame k is shown before the first other action
-        assert not np.array_equal(cf[cam], frames[: len(cf[cam])]), cam
+        # frame k is shown before the first other action
+        assert np.array_equal(cf[cam][:k + 1][::every], frames[:k // every + 1]), cam
+        assert not np.array_equal(cf[cam][::every], frames[: len(cf[cam][::every])]), cam
     # rendering only some steps' frames, in one simulator replaying two episodes, gives those same frames
     picks = [p for p in (k - 2, k, len(actions)) if p < min(map(len, cf.values()))]  # highway-env may crash first
     with Replayer(card) as again:
@@ -114,3 +117,35 @@ def test_replaying_the_recorded_actions_reproduces_the_recorded_frames(name, ste
     assert first.keys() == some.keys()
     for cam, frames in cf.items():
         assert np.array_equal(some[cam], frames[picks]), cam
+
+
+@pytest.mark.slow
+def test_a_card_with_frame_every_renders_only_every_kth_step_and_replay_matches(tmp_path):
+    """Meta-World's camera is env.render(), most of a recording's time: with source.frame_every 4 only steps 0, 4, 8, ...
+    are rendered and stored, and they are exactly the frames a recording of every step shows at those steps (same
+    seed, same steps). Everything else is still every step. replay(at=...) renders the same steps."""
+    from unified_action.sims import record_episodes, replay
+
+    text = (CARDS / "metaworld_pick_place.md").read_text()
+    assert "  env_id: Meta-World/MT1\n" in text
+    (tmp_path / "metaworld_pick_place.md").write_text(text.replace("  env_id: Meta-World/MT1\n",
+                                                                    "  env_id: Meta-World/MT1\n  frame_every: 4\n"))
+    every, each = load_card(tmp_path / "metaworld_pick_place.md"), load_card(CARDS / "metaworld_pick_place.md")
+    assert every.header.frame_every == 4 and each.header.frame_every == 1
+    [ep] = record_episodes(every, [0], 17, seed=2)
+    [ep1] = record_episodes(each, [0], 17, seed=2)
+    assert ep.frame_every == 4 and ep1.frame_every == 1 and len(ep) == len(ep1) == 17
+    ep.check(every)
+    assert len(ep.frames["corner2"]) == 5 and len(ep1.frames["corner2"]) == 17  # steps 0, 4, 8, 12, 16 rendered
+    assert np.array_equal(ep.frames["corner2"], ep1.frames["corner2"][::4])
+    path = every.header.action[0].path
+    assert np.array_equal(ep.actions[path], ep1.actions[path]) and np.array_equal(ep.reward, ep1.reward)
+    for p in ep.proprio:
+        assert np.array_equal(ep.proprio[p], ep1.proprio[p])
+    # replay: 17 actions -> steps 0..16 rendered every 4th
+    again = replay(every, 2, ep.actions[path], at=range(0, 17, 4))["corner2"]
+    assert np.array_equal(again, ep.frames["corner2"])
+    # 12 own actions, then 4 more: the frame after the last action (step 16) is a 4th step, and is there
+    again = replay(every, 2, ep.actions[path][:12], then=ep.actions[path][12:16], at=range(0, 17, 4))["corner2"]
+    assert np.array_equal(again, ep.frames["corner2"])
+    assert np.array_equal(replay(each, 2, ep.actions[path][:16])["corner2"], ep1.frames["corner2"][:17])  # default: every step

@@ -160,18 +160,22 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
     """Roll out the card's simulator headless and yield one Episode per index: frames of every card camera,
     native actions from a seeded behaviour policy, proprio, reward, flags and the card's instruction.
 
+    Frames are rendered and kept only at steps 0, k, 2k, ... for the card's source.frame_every k (Episode.frame_every):
+    the loader shows no others, and rendering is most of a MuJoCo recording's time. Everything else is every step.
+
     Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
     processes records the same episodes, and `replay` can step it again under other actions."""
     env, field = _open(card)
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
+    every = card.header.frame_every
     try:
         for i in indices:
             obs, policy = _start(env, card, seed + i, style)
             frames = {c.name: [] for c in card.header.cameras}
             proprio = {p.path: [] for p in card.header.proprio}
             actions, rewards, terminal = [], [], False
-            for _ in range(steps):
-                for name, frame in _frames(env, obs, card).items():
+            for t in range(steps):
+                for name, frame in (_frames(env, obs, card) if t % every == 0 else {}).items():
                     frames[name].append(frame)
                 for p in card.header.proprio:
                     proprio[p.path].append(_at(obs, p.path, "proprio", card).astype(np.float32))
@@ -191,7 +195,7 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
                 actions={field.path: np.stack(actions).reshape(T, *field.shape).astype(field.dtype)},
                 proprio={k: np.stack(v) for k, v in proprio.items()},
                 reward=np.asarray(rewards, np.float32), is_first=first, is_last=last, is_terminal=is_terminal,
-                instruction=instruction, source=f"{simulator_name(card)} seed {seed + i}",
+                instruction=instruction, source=f"{simulator_name(card)} seed {seed + i}", frame_every=every,
             )
     finally:
         env.close()

@@ -154,3 +154,29 @@ def test_every_shipped_card_validates(cards_dir):
     for name in names:
         card = load_card(cards_dir / f"{name}.md")
         assert card.mapping.dim >= 1 and card.body.strip()
+
+
+GYM = {"type": "gymnasium", "env_id": "CarRacing-v3"}
+
+
+@pytest.mark.parametrize(("source", "chunk", "expected"), [
+    ({**GYM, "frame_every": 2}, 4, None),
+    ({**GYM, "frame_every": 4}, 4, None),
+    ({**GYM, "frame_every": 3}, 4, r"source.frame_every: 3 must divide tokenizer.chunk_length 4 \(clips show a frame "
+                                   r"every 4 steps, and one is stored only every 3 steps\)$"),
+    ({**GYM, "frame_every": 0}, 4, r"source.frame_every: .*greater than or equal to 1"),
+    ({**GYM, "frame_every": 65}, 65, r"source.frame_every: .*less than or equal to 64"),
+    ({"type": "numpy", "path": "episodes", "frame_every": 2}, 4, r"source.frame_every: unknown field"),  # simulators only
+])
+def test_a_simulator_card_may_store_a_frame_every_k_steps_if_k_divides_the_chunk(tmp_path, source, chunk, expected):
+    """k = source.frame_every must divide the frame stride (tokenizer.chunk_length): the loader's frames are one
+    chunk apart from starts that are multiples of k, so each must be a stored frame."""
+    header = copy.deepcopy(BASE) | {"source": source}
+    header["tokenizer"]["chunk_length"] = chunk
+    if expected is None:
+        assert load_card(write(tmp_path, header)).header.frame_every == source["frame_every"]
+        return
+    with pytest.raises(CardError) as e:
+        load_card(write(tmp_path, header))
+    assert len(e.value.problems) == 1 and re.search(expected, e.value.problems[0]), e.value.problems
+    assert load_card(write(tmp_path, BASE)).header.frame_every == 1  # a source without the key: every step

@@ -131,6 +131,10 @@ def check_semantics(card: CardHeader) -> list[str]:
                     first_use[name] = f"{pat}.slots[{k}]"
             if not spans and all(name in table for name in part.slots):
                 problems += [f"{pat}.{p}" for p in _check_part(field, part, [table[n] for n in part.slots])]
+    every, chunk = card.frame_every, card.tokenizer.chunk_length
+    if chunk % every:  # any source with the key: the loader's frame stride (the chunk length) must land on stored frames
+        problems.append(f"source.frame_every: {every} must divide tokenizer.chunk_length {chunk} (clips show a frame "
+                        f"every {chunk} steps, and one is stored only every {every} steps)")
     names = [c.name for c in card.cameras]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"cameras: camera name '{dup}' is used twice")

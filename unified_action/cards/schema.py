@@ -23,6 +23,7 @@ MAX_DIMS = 4096  # values in one native action field (the unified space has a fe
 MAX_ROWS = 4096  # rows of a table transform
 MAX_ITEMS = 256  # cameras, action fields, proprio fields, tags, slots of a field, ...
 MAX_IMAGE_SIDE = 8192  # pixels of a camera's height or width (and of a dataset's image_size)
+MAX_FRAME_EVERY = 64  # steps between a recording's stored frames (source.frame_every), and what a shard may claim
 Text = Annotated[str, Field(max_length=4000)]
 Name = Annotated[str, Field(max_length=200)]
 Number = float | int
@@ -76,6 +77,10 @@ class GymnasiumSource(_Strict):
     # a discrete behaviour policy's chance to repeat its last action each step (policies.StickyRandom): long runs
     # pin Pong's paddle to a wall, where no action moves it
     sticky_repeat: float = Field(default=0.9, ge=0.0, lt=1.0)
+    # render and store a frame only every k steps (proprio, actions, rewards still every step): the loader shows
+    # frames one action chunk apart, and rendering is most of a MuJoCo recording's time. k must divide
+    # tokenizer.chunk_length (checked for the whole card: card.check_semantics)
+    frame_every: int = Field(default=1, ge=1, le=MAX_FRAME_EVERY)
 
     @field_validator("env_id")
     @classmethod
@@ -123,6 +128,7 @@ class RobosuiteSource(_Strict):
     camera: FreeCamera
     warmup_steps: int = Field(default=0, ge=0, le=10_000)
     sticky_repeat: float = Field(default=0.9, ge=0.0, lt=1.0)  # unused (no discrete actions); the sims share one start
+    frame_every: int = Field(default=1, ge=1, le=MAX_FRAME_EVERY)  # as GymnasiumSource's: render a frame every k steps
 
 
 SIMULATOR_SOURCES = ("gymnasium", "robosuite")  # the source types `uact data record` rolls out
@@ -348,3 +354,9 @@ class CardHeader(_Strict):
     task_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
     language: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
     size_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @property
+    def frame_every(self) -> int:
+        """Steps between the stored frames of the card's episodes: its source's `frame_every`, 1 for a source
+        without one (every step has its frame)."""
+        return int(getattr(self.source, "frame_every", 1))

@@ -379,6 +379,7 @@ def dataset_section(card: DataCard, infos: list[dict], stats: dict, plan: dict) 
              f"{plan['episodes']} episodes, {steps} steps, {len(infos)} shards, {size:.1f} MiB; "
              f"frames {plan['settings']['image_format']}"
              + (f" at {plan['settings']['image_size'][0]}x{plan['settings']['image_size'][1]}" if plan["settings"]["image_size"] else "")
+             + (f", one every {card.header.frame_every} steps (source.frame_every)" if card.header.frame_every != 1 else "")
              + ".", "", "### Action mapping and statistics (native units)", "",
              "| native dim | slot(s) | transform | mean | std | min | max | q01 | q99 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     nat = stats["native"]

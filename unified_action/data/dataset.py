@@ -110,6 +110,12 @@ class ShardDataset:
         return self.card.name
 
     @property
+    def frame_every(self) -> int:
+        """Steps between stored frames (its card's source.frame_every; each sample's meta.json says it too): what the
+        loader aligns clips to before opening a shard."""
+        return self.card.header.frame_every
+
+    @property
     def episodes(self) -> int:
         return sum(len(s.episodes) for s in self.shards)
 

@@ -15,17 +15,23 @@ import numpy as np
 
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
+from unified_action.cards.schema import MAX_FRAME_EVERY
 from unified_action.errors import DataError
 
 ARRAY_NAME = r"^[a-z0-9][a-z0-9_\-]{0,63}$"  # a per-step array's name: one segment of a member name
 RESERVED_NAMES = ("meta", "action", "proprio", "reward", "discount", "flags")
 
 
+def frame_count(steps: int, every: int) -> int:
+    """Frames an episode of `steps` steps holds with one frame every `every` steps: steps 0, every, 2*every, ..."""
+    return -(-steps // every)
+
+
 @dataclass
 class Episode:
     card: str  # the data card's name
     index: int  # position of the episode in its source (stable: shards and resumes refer to it)
-    frames: dict[str, np.ndarray]  # camera name -> uint8 [T, H, W, 3]
+    frames: dict[str, np.ndarray]  # camera name -> uint8 [ceil(T / frame_every), H, W, 3]: entry i is step i * frame_every
     actions: dict[str, np.ndarray]  # card action field path -> [T, *field.shape], native units and dtype
     reward: np.ndarray  # float32 [T]
     is_first: np.ndarray  # bool [T]
@@ -38,6 +44,9 @@ class Episode:
     # other per-step arrays, name -> [T, ...] of any numeric dtype (e.g. a frozen autoencoder's latents), stored
     # losslessly in blocks beside the frames (shards.py, layout 2)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    # steps between stored frames: the loader shows frames only a frame stride (a multiple of this) apart, from
+    # clip starts that are multiples of it, so a simulator need not render the steps in between (sims.py)
+    frame_every: int = 1
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -64,12 +73,17 @@ class Episode:
                           ("is_terminal", self.is_terminal)):
             if np.shape(arr) != (T,):
                 raise DataError(f"{where}: {name}: shape {list(np.shape(arr))}, expected [{T}]")
+        k = self.frame_every
+        if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_FRAME_EVERY):
+            raise DataError(f"{where}: frame_every: {str(k)[:20]}, expected an integer in 1..{MAX_FRAME_EVERY}")
+        n = frame_count(T, k)
         for cam in card.header.cameras:
             if cam.name not in self.frames:
                 raise DataError(f"{where}: frames: camera '{cam.name}' is missing (have {sorted(self.frames)})")
         for name, fr in self.frames.items():
-            if fr.dtype != np.uint8 or fr.ndim != 4 or fr.shape[0] != T or fr.shape[-1] != 3:
-                raise DataError(f"{where}: frames.{name}: {fr.dtype} {list(fr.shape)}, expected uint8 [{T}, H, W, 3]")
+            if fr.dtype != np.uint8 or fr.ndim != 4 or fr.shape[0] != n or fr.shape[-1] != 3:
+                every = "" if k == 1 else f" (one frame every {k} steps of {T}: frame_every {k})"
+                raise DataError(f"{where}: frames.{name}: {fr.dtype} {list(fr.shape)}, expected uint8 [{n}, H, W, 3]{every}")
         for name, a in self.arrays.items():
             if not re.match(ARRAY_NAME, name) or name in self.frames or name in RESERVED_NAMES:
                 raise DataError(f"{where}: arrays: name '{name[:60]}' must match {ARRAY_NAME}, and be neither a camera "

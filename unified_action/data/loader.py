@@ -5,6 +5,10 @@ frame the action chunk that starts at it as tokens from
 the shared vocabulary, with their mask, slot ids and time steps; plus the embodiment token, the control
 frequency and the instruction.
 
+A dataset whose frames are stored only every k steps (its card's source.frame_every; Episode.frame_every) needs
+a frame stride that is a multiple of k (refused otherwise, when the loader is made); its clips start at multiples
+of k (clip_stride rounded up to one), so every frame a clip shows is stored: step t is the camera's entry t // k.
+
 Determinism and exact resume, without a shuffle buffer to save:
 - Each dataset's epoch is a plan computed from its manifest alone: shards in a seeded random order, and
   the clips of each shard in a seeded random order. The plan is cut into equal contiguous ranges, one
@@ -93,6 +97,19 @@ def frame_stride(root, name: str, asked: int | None, chunk_length: int) -> int:
     return chunk_length
 
 
+def check_frame_every(root, stride: int, every: int) -> None:
+    """A clip's frames, `stride` steps apart from a start that is a multiple of `every`, must all be stored frames."""
+    if stride % every:
+        raise DataError(f"{root}: frame_stride {stride} is not a multiple of the dataset's frame_every {every} (its "
+                        f"frames are stored every {every} steps): register its tokenizer with a chunk_length that is "
+                        f"a multiple of {every}, or record the dataset with a frame_every that divides {stride}")
+
+
+def aligned_clip_stride(stride: int, every: int) -> int:
+    """Steps between clip starts, rounded up to a multiple of `every`: starts from 0 then land on stored frames."""
+    return -(-stride // every) * every
+
+
 def clip_span(frames: int, chunk_length: int) -> int:
     """Steps a clip of `frames` frames covers, one chunk apart, its last frame's chunk included."""
     return frames * chunk_length
@@ -137,8 +154,10 @@ class DatasetPlan:
             raise DataError(f"{self.ds.root}: camera '{self.camera}' is not in the card (cameras: {cams})")
         L = self.tok.spec.chunk_length
         self.stride = frame_stride(self.ds.root, self.tok.name, entry.frame_stride, L)
+        self.frame_every = self.ds.frame_every
+        check_frame_every(self.ds.root, self.stride, self.frame_every)
         self.span = clip_span(cfg.frames, L)
-        stride = cfg.clip_stride or max(1, self.span // 2)
+        stride = aligned_clip_stride(cfg.clip_stride or max(1, self.span // 2), self.frame_every)
         lo, hi = entry.episodes or (0, self.ds.episodes)
         if not 0 <= lo < hi <= self.ds.episodes:
             raise DataError(f"{self.ds.root}: episodes: [{lo}, {hi}) is not a non-empty range within the dataset's "
@@ -276,7 +295,8 @@ class Stream:
             if "__specs__" not in meta:
                 return set(members_of(sample))
             steps = wanted[keys[sample["__key__"]]]
-            return {"action.npy"} | {block_member(plan.camera, t0) for t0 in blocks_for(steps, meta["block_steps"])}
+            entries = [t // meta["frame_every"] for t in steps]  # a camera's entry i is step i * frame_every
+            return {"action.npy"} | {block_member(plan.camera, t0) for t0 in blocks_for(entries, meta["block_steps"])}
 
         out: dict[int, dict | DataError] = {}
         try:
@@ -290,6 +310,9 @@ class Stream:
                     plan.ds.check_frames(meta, where)  # before a frame is decoded: a step inflates to its declared size
                     if int(meta["length"]) != shard.lengths[e]:
                         raise DataError(f"{where}: meta.json: length {meta['length']}, the manifest says {shard.lengths[e]}")
+                    if meta["frame_every"] != plan.frame_every:  # the clips were planned with the card's
+                        raise DataError(f"{where}: meta.json: frame_every {meta['frame_every']}, the dataset's card says "
+                                        f"{plan.frame_every}")
                     check_complete(s, meta, where)
                     s["actions"] = sample_actions(s, plan.ds.card, where)
                     s["meta"] = meta

@@ -308,6 +308,8 @@ def _example(card: DataCard, ep: Episode, shapes: dict[str, tuple]) -> dict:
     """One episode as the nested dict the features above encode."""
     where = f"write_rlds {card.name}: episode {ep.index}"
     ep.check(card, where)
+    if ep.frame_every != 1:  # as write_rlds refuses such a card: a step needs its own frame
+        raise DataError(f"{where}: frame_every {ep.frame_every}: an RLDS step needs its own frame")
     T = len(ep)
     steps: dict = {}
     for cam in card.header.cameras:
@@ -352,6 +354,11 @@ def write_rlds(card: DataCard, episodes: Iterable[Episode], out_dir: str | Path,
         raise ValueError(f"file_format must be 'tfrecord' or 'array_record', got {file_format!r}")
     if not re.fullmatch(r"[a-zA-Z]\w*", card.name):
         raise DataError(f"write_rlds: card name '{card.name}' is not a TFDS dataset name (a letter, then letters, digits, _)")
+    if card.header.frame_every != 1:
+        # an RLDS step holds its own observation: repeating a frame would show a step what it did not see
+        raise DataError(f"write_rlds {card.name}: source.frame_every {card.header.frame_every}: the episodes have a frame "
+                        f"only every {card.header.frame_every} steps, and an RLDS step needs its own; record with "
+                        f"frame_every 1 to export to RLDS")
     out_dir = Path(out_dir)
     dest = out_dir / card.name / version
     if dest.exists() and not overwrite:

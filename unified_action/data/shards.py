@@ -12,15 +12,18 @@ A dataset directory holds
 and one sample per episode (key = 8-digit episode index; webdataset groups members by that key). Layout 2:
 
     <key>.meta.json                 card, episode, length, instruction, source, layout, cameras {name: [H, W]},
-                                    block_steps, arrays {name: {dtype, shape, codec}} (every camera is one)
+                                    block_steps, arrays {name: {dtype, shape, codec}} (every camera is one), and
+                                    frame_every k when the episode has a frame only every k steps (absent: 1)
     <key>.action.npy                float64 [T, native_dim]: native actions, card fields flattened in card order
     <key>.proprio.npy               float32 [T, P]: proprio fields flattened in card order (if the card has any)
     <key>.reward.npy                float32 [T]
     <key>.discount.npy              float32 [T]
     <key>.flags.npy                 uint8 [T, 3]: is_first, is_last, is_terminal
-    <key>.<array>.<t0:06d>.blk      steps [t0, t0 + block_steps) of a per-step array: a camera's frames, or any
+    <key>.<array>.<t0:06d>.blk      entries [t0, t0 + block_steps) of a per-step array: a camera's frames, or any
                                     other per-step array of the episode (`Episode.arrays`, e.g. cached latents),
-                                    each step encoded on its own (blocks.py: zlib by default, or png / jpeg)
+                                    each entry encoded on its own (blocks.py: zlib by default, or png / jpeg). An
+                                    array has an entry per step, a camera ceil(length / frame_every): entry i is
+                                    step i * frame_every (no frame is stored twice)
     __index__                       the shard's last member: every member's offset and size (shard_index.py)
 
 Why one episode per sample: the loader cuts clips of any length and stride out of an episode, so a fixed clip
@@ -53,6 +56,7 @@ import numpy as np
 from unified_action.atomic import remove, writing
 from unified_action.cards import DataCard
 from unified_action.cards.mapping import field_size
+from unified_action.cards.schema import MAX_FRAME_EVERY
 from unified_action.data.blocks import (
     MAX_BLOCK_STEPS,
     ArraySpec,
@@ -62,7 +66,7 @@ from unified_action.data.blocks import (
     encode_block,
     get_codec,
 )
-from unified_action.data.episode import Episode
+from unified_action.data.episode import Episode, frame_count
 from unified_action.data.frames import DEFAULT_ASPECT, resize_frames
 from unified_action.data.shard_index import INDEX_MEMBER, INDEX_VERSION
 from unified_action.errors import DataError
@@ -108,6 +112,9 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", i
                       block_steps: int = DEFAULT_BLOCK_STEPS) -> dict[str, bytes]:
     """An Episode -> webdataset sample members (layout 2, in the module docstring)."""
     ep.check(card)
+    if ep.frame_every != card.header.frame_every:  # the loader plans clips from the card's k, before opening a shard
+        raise DataError(f"{card.name} episode {ep.index}: frame_every: {ep.frame_every}, the card's source.frame_every "
+                        f"is {card.header.frame_every}; a dataset's episodes store frames as its card says")
     if image_format not in FRAME_CODECS:
         raise DataError(f"image_format: '{image_format}', expected one of {', '.join(FRAME_CODECS)}")
     if not 1 <= block_steps <= MAX_BLOCK_STEPS:
@@ -123,6 +130,8 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", i
         "cameras": {name: list(f.shape[1:3]) for name, f in frames.items()}, "aspect": aspect,
         "block_steps": block_steps, "arrays": {name: spec.to_json() for name, (_, spec) in arrays.items()},
     }
+    if ep.frame_every != 1:  # only then: an episode with every frame writes the bytes it always did
+        meta["frame_every"] = ep.frame_every
     sample = {"__key__": f"{ep.index:08d}", "meta.json": json.dumps(meta).encode(),
               "action.npy": npy_bytes(ep.native_actions(card)),
               "reward.npy": npy_bytes(np.asarray(ep.reward, np.float32)),
@@ -132,8 +141,9 @@ def episode_to_sample(ep: Episode, card: DataCard, image_format: str = "zlib", i
     if proprio is not None:
         sample["proprio.npy"] = npy_bytes(proprio)
     for name, (a, spec) in arrays.items():
-        a = a.reshape(T, *spec.shape)
-        for t0 in block_starts(T, block_steps):
+        n = len(a)  # a camera's frames: ceil(T / frame_every) entries; other arrays: T
+        a = a.reshape(n, *spec.shape)
+        for t0 in block_starts(n, block_steps):
             sample[block_member(name, t0)] = encode_block(a[t0:t0 + block_steps], spec, jpeg_quality)
     return sample
 
@@ -182,6 +192,11 @@ def sample_meta(sample: dict, where: str) -> dict:
             if cam not in specs or list(specs[cam].shape) != [*list(hw), 3]:
                 raise DataError(f"{where}: meta.json: camera '{cam}' has no arrays entry of shape {hw} x 3")
         meta["__specs__"] = specs
+    k = meta.get("frame_every", 1)
+    if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_FRAME_EVERY) or (k != 1 and layout < 2):
+        raise DataError(f"{where}: meta.json: frame_every: {str(k)[:20]}, expected an integer in 1..{MAX_FRAME_EVERY} "
+                        f"(layout 2; layout 1 has a frame every step)")
+    meta["frame_every"] = k
     sample["__meta__"] = meta
     return meta
 
@@ -199,12 +214,18 @@ def check_frame_sizes(meta: dict, sizes: dict[str, tuple[int, int]], exact: bool
                             f"{list(want)} (the dataset's frame size: {'manifest.json settings.image_size' if exact else 'its card'})")
 
 
+def array_length(meta: dict, name: str) -> int:
+    """Entries of a per-step array of a checked sample (`sample_meta`): one per step, a camera's one per stored frame."""
+    T = int(meta["length"])
+    return frame_count(T, meta["frame_every"]) if name in meta["cameras"] else T
+
+
 def _expected_members(meta: dict):
     T = int(meta["length"])
     if "__specs__" not in meta:  # layout 1: a member per frame
         ext = IMAGE_FORMATS.get(meta.get("image_format", "png"), "png")
         return [frame_member(c, t, ext) for c in meta["cameras"] for t in range(T)], T * len(meta["cameras"]), "frames"
-    names = [block_member(a, t0) for a in meta["__specs__"] for t0 in block_starts(T, meta["block_steps"])]
+    names = [block_member(a, t0) for a in meta["__specs__"] for t0 in block_starts(array_length(meta, a), meta["block_steps"])]
     return names, len(names), "blocks"
 
 
@@ -250,19 +271,22 @@ def sample_actions(sample: dict, card: DataCard, where: str, check_range: bool =
 
 
 def sample_steps(sample: dict, name: str, steps, where: str) -> np.ndarray:
-    """Steps `steps` of a layout-2 per-step array -> [len(steps), *shape]; only the blocks holding them are decoded,
-    and of those only these steps."""
+    """Entries `steps` of a layout-2 per-step array -> [len(steps), *shape]; only the blocks holding them are decoded,
+    and of those only these entries. An entry is a step, except of a camera stored every k steps (`array_length`):
+    there entry i is step i * k (`sample_frames` takes steps)."""
     meta = sample_meta(sample, where)
     specs = meta.get("__specs__")
     if specs is None or name not in specs:
         raise DataError(f"{where}: per-step array '{name}' is not in the sample (arrays: {sorted(specs or ())})")
-    spec, B, T = specs[name], meta["block_steps"], int(meta["length"])
+    spec, B, T = specs[name], meta["block_steps"], array_length(meta, name)
     blocks = sample.setdefault("__blocks__", {})
     out = np.empty((len(steps), *spec.shape), spec.dtype)
     for j, t in enumerate(steps):
         t = int(t)
         if not 0 <= t < T:
-            raise DataError(f"{where}: step {t} of '{name}' is outside the episode's {T} steps")
+            every = meta["frame_every"] if name in meta["cameras"] else 1
+            raise DataError(f"{where}: step {t} of '{name}' is outside the episode's {T} steps" if every == 1
+                            else f"{where}: frame {t} of '{name}' is outside its {T} frames (one every {every} steps)")
         t0 = t - t % B
         blk = blocks.get((name, t0))
         if blk is None:
@@ -274,13 +298,23 @@ def sample_steps(sample: dict, name: str, steps, where: str) -> np.ndarray:
     return out
 
 
+def frame_entries(meta: dict, steps, where: str) -> list[int]:
+    """Steps -> the entries of a camera that hold their frames (step // frame_every); a step without a stored frame
+    (not a multiple of frame_every) is a DataError."""
+    k = meta["frame_every"]
+    bad = [int(t) for t in steps if int(t) % k]
+    if bad:
+        raise DataError(f"{where}: step {bad[0]} has no frame: frames are stored every {k} steps (meta.json frame_every)")
+    return [int(t) // k for t in steps]
+
+
 def sample_frames(sample: dict, camera: str, steps, where: str) -> np.ndarray:
-    """Decode frames `steps` of `camera` -> uint8 [len(steps), H, W, 3]."""
+    """Decode the frames of `camera` at steps `steps` -> uint8 [len(steps), H, W, 3]."""
     meta = sample_meta(sample, where)
     if camera not in meta["cameras"]:
         raise DataError(f"{where}: camera '{camera}' is not in the sample (cameras: {sorted(meta['cameras'])})")
     if "__specs__" in meta:
-        return sample_steps(sample, camera, steps, where)
+        return sample_steps(sample, camera, frame_entries(meta, steps, where), where)
     ext = IMAGE_FORMATS.get(meta.get("image_format", "png"), "png")
     H, W = meta["cameras"][camera]
     out = []
@@ -314,12 +348,14 @@ def sample_to_episode(sample: dict, card: DataCard, where: str) -> Episode:
     actions = {path: a.astype(f.dtype) for (path, a), f in zip(_unflatten(native, card.header.action).items(), card.header.action)}
     proprio = _unflatten(member_array(sample, "proprio.npy", where), card.header.proprio) if "proprio.npy" in sample else {}
     flags = member_array(sample, "flags.npy", where).astype(bool)
-    frames = {cam: sample_frames(sample, cam, range(T), where) for cam in meta["cameras"]}
+    k = meta["frame_every"]
+    frames = {cam: sample_frames(sample, cam, range(0, T, k), where) for cam in meta["cameras"]}
     arrays = {name: sample_steps(sample, name, range(T), where) for name in meta.get("__specs__", {}) if name not in frames}
     return Episode(card=meta["card"], index=int(meta["episode"]), frames=frames, actions=actions,
                    reward=member_array(sample, "reward.npy", where), is_first=flags[:, 0], is_last=flags[:, 1],
                    is_terminal=flags[:, 2], instruction=meta.get("instruction", ""), proprio=proprio,
-                   discount=member_array(sample, "discount.npy", where), source=meta.get("source", ""), arrays=arrays)
+                   discount=member_array(sample, "discount.npy", where), source=meta.get("source", ""), arrays=arrays,
+                   frame_every=k)
 
 
 # ----------------------------------------------------------------------------------------- shard files

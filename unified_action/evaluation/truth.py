@@ -22,6 +22,7 @@ import numpy as np
 from unified_action.cards.schema import SIMULATOR_SOURCES
 from unified_action.data.dataset import ShardDataset
 from unified_action.data.frames import DEFAULT_ASPECT, resize_frames
+from unified_action.errors import DataError
 from unified_action.evaluation import metrics as M
 
 TRUTHS_DIFFER_DB = 40.0  # the two truths must differ by more than this (PSNR below it) for a clip step to count
@@ -63,6 +64,9 @@ def simulator_truth(ds: ShardDataset, keys: list[str], partner_keys: list[str | 
     stored_aspect = settings.get("aspect", DEFAULT_ASPECT)
     cam = ds.card.header.cameras[0]  # the loader's default camera
     N, offset = len(keys), (context_frames - 1) * stride  # steps from a clip's first frame to its last context frame
+    every = ds.frame_every
+    if stride % every:  # the loader refuses such a dataset; a caller passing its own stride must match it too
+        raise DataError(f"{ds.root}: simulator truth: frame stride {stride} is not a multiple of frame_every {every}")
     truth = np.zeros((N, horizon, *last_context.shape[1:]), np.uint8)
     ok = np.zeros(N, bool)
     wanted = {_split_key(k)[0] for k in keys} | {_split_key(p)[0] for p in partner_keys if p is not None}

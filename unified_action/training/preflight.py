@@ -89,7 +89,15 @@ def fitted_from(ds, episodes: tuple[int, int]) -> dict:
 def check_data(cfg: TrainConfig, registry, world_size: int, pending: Collection[str], pre: dict | None) -> None:
     """Every dataset opens, has (or will get) its tokenizer, and gives every loader stream at least one clip."""
     from unified_action.data.dataset import expand_urls, open_dataset
-    from unified_action.data.loader import DatasetPlan, LoaderConfig, MixtureEntry, clip_span, frame_stride
+    from unified_action.data.loader import (
+        DatasetPlan,
+        LoaderConfig,
+        MixtureEntry,
+        aligned_clip_stride,
+        check_frame_every,
+        clip_span,
+        frame_stride,
+    )
 
     streams = world_size * max(1, cfg.data.num_workers)
     d = cfg.data
@@ -121,9 +129,9 @@ def check_data(cfg: TrainConfig, registry, world_size: int, pending: Collection[
         if (e.camera or (cams[0] if cams else None)) not in cams:
             raise DataError(f"{ds.root}: camera '{e.camera}' is not in the card (cameras: {cams})")
         L = ds.card.header.tokenizer.chunk_length
-        frame_stride(ds.root, name, e.frame_stride, L)
+        check_frame_every(ds.root, frame_stride(ds.root, name, e.frame_stride, L), ds.frame_every)
         span = clip_span(loader_cfg.frames, L)
-        stride = d.clip_stride or max(1, span // 2)
+        stride = aligned_clip_stride(d.clip_stride or max(1, span // 2), ds.frame_every)  # as DatasetPlan plans them
         lengths = [T for s in ds.shards for T in s.lengths][lo:hi]
         clips = sum(len(range(0, T - span + 1, stride)) for T in lengths)
         if clips < streams:
