@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                "arms": ARMS, "pretrain_steps": a.pretrain_steps, "clips_seen": a.pretrain_steps * plan.micro_batch * 2,
                "finetune_steps": a.finetune_steps, "guidance": guidance, "runs": {}, "pretrained": {}, "seconds": timings}
     dest = Path(a.out)
+    # a rerun reuses the figures of the exports it reuses (same steps): only what is new is evaluated again
+    before = json.loads(dest.read_text()) if dest.is_file() else {}
+    if (before.get("pretrain_steps"), before.get("finetune_steps")) != (a.pretrain_steps, a.finetune_steps):
+        before = {}
 
     def save() -> None:  # after every run: a killed benchmark keeps what it measured
         results["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -148,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             export = run / "export"
         pretrained[mixture] = (export, run / "tokenizers")
         timings[f"pretrain {mixture}"] = round(time.perf_counter() - t, 1)
-        results["pretrained"][mixture] = score(export, run / "tokenizers", [f"robosuite_lift_{arm}_osc" for arm in ARMS])
-        results["runs"][f"probe {mixture}"] = {"k": 0, "init": "pretrained", "mixture": mixture, "how": f"read through {PROBE}'s tokenizer",
-                                               **score(export, run / "tokenizers", [HELDOUT], tokenizer=PROBE)[HELDOUT]}
+        probe = f"probe {mixture}"
+        if mixture in before.get("pretrained", {}) and probe in before.get("runs", {}):
+            results["pretrained"][mixture], results["runs"][probe] = before["pretrained"][mixture], before["runs"][probe]
+        else:
+            results["pretrained"][mixture] = score(export, run / "tokenizers", [f"robosuite_lift_{arm}_osc" for arm in ARMS])
+            results["runs"][probe] = {"k": 0, "init": "pretrained", "mixture": mixture, "how": f"read through {PROBE}'s tokenizer",
+                                      **score(export, run / "tokenizers", [HELDOUT], tokenizer=PROBE)[HELDOUT]}
         save()
 
     # 3. the held-out arm: zero-shot, fine-tuned from each pretrained model, and from scratch, for each K
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"K{k} {'scratch' if init == 'scratch' else 'pretrained ' + init}"
             run = work / f"K{k}_{init.replace('+', '_')}"
             base = pretrained[a.mixtures[0] if init == "scratch" else init]
-            registry = run / "tokenizers"
+            registry = run.parent / f"{run.name}_tokenizers"  # beside the run: --overwrite replaces the run, not its input
             if not registry.is_dir():  # the pretrained registry; this run registers the held-out arm into its copy
                 shutil.copytree(base[1], registry)
             # K = 0 trains on nothing: its tokenizer's normalization is fitted on 5 episodes' actions (no frames)
@@ -176,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 job = job.model_validate({**job.model_dump(mode="json"), "finetune": {
                     "init_from": str(base[0]), "mode": "full", "reset_output": True, "new_embodiment_init": "shared_slots"}})
                 export = _done(run, job.train.steps) or finetune(job, config_path="benchmarks/transfer.py", overwrite=True).export
+            if name in before.get("runs", {}) and _done(run, job.train.steps) is not None:
+                results["runs"][name] = before["runs"][name]
+                continue
             results["runs"][name] = {"k": k, "init": "scratch" if init == "scratch" else "pretrained",
                                      "mixture": None if init == "scratch" else init, **score(export, registry, [HELDOUT])[HELDOUT]}
             timings[name] = round(time.perf_counter() - t, 1)
