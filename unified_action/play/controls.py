@@ -126,6 +126,11 @@ def _kind(slot: action_space.Slot) -> str:
     return "target"  # a position: it stays where it was put
 
 
+def _code(c: str) -> str:
+    """A key's character -> its KeyboardEvent.code."""
+    return f"Digit{c}" if c.isdigit() else f"Key{c}"
+
+
 def _preferred_keys(slot: action_space.Slot, kind: str) -> tuple[str, ...]:
     if slot.name in _PREFERRED:
         return _PREFERRED[slot.name]
@@ -137,8 +142,7 @@ def _preferred_keys(slot: action_space.Slot, kind: str) -> tuple[str, ...]:
         j = int(rest.rsplit(".", 1)[1])
         down, up = _ROWS[group]
         if j < len(down):
-            code = (lambda c: f"Digit{c}" if c.isdigit() else f"Key{c}")
-            return code(down[j]), code(up[j])
+            return _code(down[j]), _code(up[j])
     return ()
 
 
