@@ -56,8 +56,9 @@ _PREFERRED: dict[str, tuple[str, ...]] = {
     "gamepad.rt": ("KeyC",),
     # an arm's end effector: arrows in the horizontal plane (x forward, y left), Q/E down/up, IJKL/UO rotation
     "eef_pos_delta.x": ("ArrowDown", "ArrowUp"), "eef_pos_delta.y": ("ArrowRight", "ArrowLeft"),
-    "eef_pos_delta.z": ("KeyQ", "KeyE"), "eef_pos.x": ("ArrowDown", "ArrowUp"), "eef_pos.y": ("ArrowLeft", "ArrowRight"),
-    "eef_pos.z": ("KeyQ", "KeyE"), "eef_rot_delta.x": ("KeyK", "KeyI"), "eef_rot_delta.y": ("KeyJ", "KeyL"),
+    "eef_pos_delta.z": ("KeyQ", "KeyE"),
+    # an absolute position (a planar pusher's point on its screen, x right, y down): arrows as on the screen
+    "eef_pos.x": ("ArrowLeft", "ArrowRight"), "eef_pos.y": ("ArrowUp", "ArrowDown"), "eef_pos.z": ("KeyQ", "KeyE"), "eef_rot_delta.x": ("KeyK", "KeyI"), "eef_rot_delta.y": ("KeyJ", "KeyL"),
     "eef_rot_delta.z": ("KeyU", "KeyO"), "gripper": ("Space",), "gripper_delta": ("KeyZ", "KeyX"),
     # a mobile base: WASD, yaw on Z/X
     "base.vel.x": ("KeyS", "KeyW"), "base.vel.y": ("KeyD", "KeyA"), "base.yaw_rate": ("KeyX", "KeyZ"),
