@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pytest
@@ -138,3 +138,50 @@ def test_refusals_are_one_line(monkeypatch, capsys, evalsetup, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "play")
     assert code == 2 and err == ("error: --model: runs/demo/pretrain/export: no export there; run `uact demo` first, "
                                  "or pass --model EXPORT_DIR\n")
+
+
+@pytest.mark.slow
+def test_tabs_past_the_limit_are_refused_in_one_line(server):
+    from websockets.sync.client import connect
+
+    from unified_action.play.server import MAX_SESSIONS
+
+    url = server.replace("http", "ws") + "/ws"
+    with ExitStack() as stack:
+        tabs = [stack.enter_context(connect(url, open_timeout=30)) for _ in range(MAX_SESSIONS)]
+        for t in tabs:
+            assert json.loads(t.recv(timeout=30))["type"] == "hello"
+        with connect(url, open_timeout=30) as extra:
+            msg = json.loads(extra.recv(timeout=30))
+            assert msg == {"type": "error", "message": f"{MAX_SESSIONS} tabs are playing already: close one and reload"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_cleanly(evalsetup):
+    """`uact play` in its own process: it serves, and SIGINT (Ctrl-C) stops it with exit 0 and no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    s = evalsetup
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "unified_action.cli", "play", "--model", str(s["export"]), "--registry",
+                             str(s["registry"].root), "--data", str(s["carracing"].root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        url = None
+        for line in proc.stdout:
+            if line.startswith("open "):
+                url = line.split()[1]
+                break
+        assert url is not None, proc.stderr.read()
+        assert get(url + "status")["sessions"] == 0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, err[-2000:]

@@ -229,5 +229,7 @@ def serve(player: Player, host: str = "127.0.0.1", port: int = 8000, ready=None)
         ready(url)
     try:
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl-C it had caught: stopping is asked for
+        pass
     finally:
         sock.close()
