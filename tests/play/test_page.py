@@ -44,8 +44,10 @@ def test_the_page_plays_in_headless_chromium(server, tmp_path):
             page.goto(server + "/")
             page.wait_for_selector("#embodiment option[value=carracing]", state="attached", timeout=30_000)
             page.fill("#seed", "2")
+            page.check("#simulator")  # CarRacing was recorded from its simulator: its frames beside the model's
             page.click("#start")
             page.wait_for_function("document.body.dataset.state === 'playing'", timeout=60_000)
+            assert page.is_visible("#sim") and page.get_attribute("#sim", "src").startswith("data:image/png")
             page.wait_for_function("Number(document.getElementById('frames').textContent) >= 3", timeout=60_000)
             page.click("#pause")
             assert "ArrowLeft" in page.inner_text("#controls")  # the key map is shown

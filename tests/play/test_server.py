@@ -185,3 +185,21 @@ def test_ctrl_c_stops_the_server_cleanly(evalsetup):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_the_simulator_beside_the_model(player):
+    """A dataset recorded from its simulator: the simulator continues the episode under the same actions, from the
+    session's last context frame (reproduced exactly), and back to it on reset."""
+    s = player.session("carracing", seed=4, simulator=True)
+    try:
+        assert s.sim is not None and s.sim_note == ""
+        assert np.array_equal(s.sim_frame, s.context[-1])
+        for _ in range(3):
+            frame, _ = s.step({"ArrowLeft", "ArrowUp"})
+        assert s.sim_frame is not None and s.sim_frame.shape == frame.shape and not np.array_equal(s.sim_frame, s.context[-1])
+        s.reset()
+        assert np.array_equal(s.sim_frame, s.context[-1])
+    finally:
+        s.close()
+    assert s.sim is None

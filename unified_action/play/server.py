@@ -7,13 +7,15 @@ Routes (nothing else is served; the client never names a file, only an embodimen
     WS  /ws           the session protocol below
 
 Client -> server (JSON text messages):
-    {"type": "start", "embodiment": name, "seed": int | null, "guidance": float | null}
+    {"type": "start", "embodiment": name, "seed": int | null, "guidance": float | null, "simulator": bool}
     {"type": "step", "keys": [KeyboardEvent.code, ...], "pad": {"axes": [...], "buttons": [...]} | null, "key_t": t}
     {"type": "guidance", "value": float}     {"type": "reset"}     {"type": "download"}
 Server -> client:
     {"type": "hello", "embodiments": [...]}
-    {"type": "started", "embodiment", "start", "seed", "frame_rate", "controls", "frame": data URL, "native": [...]}
-    {"type": "frame", "index", "frame": data URL, "native": [[...]], "keys": [...], "ms": compute time, "key_t": echoed}
+    {"type": "started", "embodiment", "start", "seed", "frame_rate", "controls", "frame": data URL, "native": [...],
+     "simulator": data URL | null, "simulator_note": why there is none}
+    {"type": "frame", "index", "frame": data URL, "native": [[...]], "keys": [...], "ms": compute time, "key_t": echoed,
+     "simulator": the simulator's frame under the same actions | null}
     {"type": "download", "gif": base64, "json": text}
     {"type": "error", "message": one line}
 A closed tab ends its session (its frames and caches are dropped); past MAX_SESSIONS tabs a new one is refused.
@@ -49,6 +51,10 @@ class ClientError(UnifiedActionError):
 
 def data_url(frame) -> str:
     return "data:image/png;base64," + base64.b64encode(png(frame)).decode()
+
+
+def _maybe_url(frame) -> str | None:
+    return None if frame is None else data_url(frame)
 
 
 def _keys(value) -> list[str]:
@@ -109,14 +115,18 @@ class Hub:
             seed = msg.get("seed")
             seed = None if seed is None else int(_number(seed, "start: seed")) % 2**31
             with self.lock:
-                s = self.player.session(name, seed)
+                s = self.player.session(name, seed, simulator=bool(msg.get("simulator", False)))
             if msg.get("guidance") is not None:
                 s.set_guidance(_number(msg["guidance"], "start: guidance"))
+            old = self.sessions.get(sid)
+            if old is not None:
+                old.close()
             self.sessions[sid] = s
             self.embodiment = name
             return {"type": "started", "embodiment": name, "start": s.key, "seed": s.seed, "frame_rate": s.emb.frame_rate,
                     "controls": s.controls.describe(), "frame": data_url(s.context[-1]), "guidance": s.guidance,
-                    "native": s.controls.neutral_native().tolist(), "context_frames": len(s.context)}
+                    "native": s.controls.neutral_native().tolist(), "context_frames": len(s.context),
+                    "simulator": _maybe_url(s.sim_frame), "simulator_note": s.sim_note}
         s = self.sessions.get(sid)
         if s is None:
             raise ClientError(f"{kind}: no session: send start first")
@@ -130,14 +140,16 @@ class Hub:
             self.times.append(time.monotonic())
             self.embodiment = s.emb.name
             return {"type": "frame", "index": s.stream.frames, "frame": data_url(frame), "native": native.tolist(),
-                    "keys": keys, "ms": round(ms, 2), "key_t": msg.get("key_t")}
+                    "keys": keys, "ms": round(ms, 2), "key_t": msg.get("key_t"),
+                    "simulator": _maybe_url(s.sim_frame) if s.sim is not None else None}
         if kind == "guidance":
             s.set_guidance(_number(msg.get("value"), "guidance: value"))
             return {"type": "guidance", "value": s.guidance}
         if kind == "reset":
             with self.lock:
                 s.reset()
-            return {"type": "reset", "frame": data_url(s.context[-1]), "native": s.controls.neutral_native().tolist()}
+            return {"type": "reset", "frame": data_url(s.context[-1]), "native": s.controls.neutral_native().tolist(),
+                    "simulator": _maybe_url(s.sim_frame)}
         if kind == "download":
             return {"type": "download", "gif": base64.b64encode(s.gif()).decode(), "json": s.record(),
                     "name": f"{s.emb.name}_seed{s.seed}"}
@@ -194,7 +206,9 @@ def create_app(player: Player):
         except WebSocketDisconnect:
             pass
         finally:
-            hub.sessions.pop(sid, None)  # the tab is gone: its caches and frames go with it
+            gone = hub.sessions.pop(sid, None)  # the tab is gone: its caches, frames and simulator go with it
+            if gone is not None:
+                await asyncio.to_thread(gone.close)
 
     return app
 

@@ -81,16 +81,19 @@ class Player:
             raise DataError(f"play: no dataset of an embodiment the model knows ({', '.join(known)}): pass --data DIR "
                             f"(a shard dataset, e.g. runs/demo/data/<card>)")
 
-    def session(self, name: str, seed: int | None = None) -> PlaySession:
+    def session(self, name: str, seed: int | None = None, simulator: bool = False) -> PlaySession:
+        """A new session on a random held-out clip; `simulator`: the simulator's own frames beside the model's, where
+        the dataset came from one (`PlaySession.sim_note` says why not otherwise)."""
         if name not in self.embodiments:
             raise UnifiedActionError(f"play: embodiment '{name}': expected one of {', '.join(self.embodiments)}")
-        return PlaySession(self, self.embodiments[name], int(seed if seed is not None else time.time_ns() % 2**31))
+        return PlaySession(self, self.embodiments[name], int(seed if seed is not None else time.time_ns() % 2**31),
+                           simulator)
 
 
 class PlaySession:
     """One tab's rollout. `step(keys, pad)` -> the next frame uint8 [H, W, 3]; `reset()` back to the start."""
 
-    def __init__(self, player: Player, emb: Embodiment, seed: int):
+    def __init__(self, player: Player, emb: Embodiment, seed: int, simulator: bool = False):
         from unified_action.evaluation.rollouts import collect_clips
 
         self.player, self.emb, self.seed = player, emb, seed
@@ -115,12 +118,30 @@ class PlaySession:
         self.controls = Controls(emb.tokenizer.card, emb.tokenizer.stats, start_native=start,
                                  chunk_length=emb.tokenizer.horizon)
         self.guidance = player.guidance
+        self.sim, self.sim_note = None, ""
+        if simulator:
+            from unified_action.play.simulator import SimView
+
+            try:
+                self.sim = SimView(emb.path, self.key, C, self.frame_stride, self.context[-1], player.aspect)
+            except DataError as e:  # the model still plays; the page says why the simulator does not
+                self.sim_note = str(e)
+        self.sim_frame = self.sim.frame if self.sim is not None else None
         self.reset()
+
+    def close(self) -> None:
+        """Free the simulator (the caches go with the session object)."""
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
 
     def reset(self) -> None:
         """Back to the start: the same context, the same noise, controls at rest."""
         p = self.player
         self.controls.reset()
+        if self.sim is not None:
+            self.sim.restart()
+            self.sim_frame = self.sim.frame
         self.stream = StreamingSession(
             p.model, torch.from_numpy(self.context[None]).to(p.device),
             {k: torch.from_numpy(v).to(p.device) for k, v in self.context_actions.items()},
@@ -143,6 +164,8 @@ class PlaySession:
         chunk = {"action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots, "action_steps": tb.steps}
         frame = self.stream.step({k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in chunk.items()})[0]
         frame = frame.cpu().numpy()
+        if self.sim is not None:
+            self.sim_frame = self.sim.step(native)  # None once the simulator's episode has ended
         self.frames.append(frame)
         self.actions.append({"frame": self.stream.frames, "keys": sorted(keys), "native": native.tolist(),
                              "guidance": self.guidance})
