@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,sims,data,rlds,eval,scale,dev
+EXTRAS ?= train,sims,data,rlds,eval,scale,play,dev
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha1sum | cut -c1-12)-$(EXTRAS)

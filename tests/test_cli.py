@@ -25,6 +25,8 @@ SURFACE = {
                   "registry", "seed", "steps", "tokenizer"],
     "uact export": ["checkpoint", "help", "out"],
     "uact finetune": ["config", "help", "nproc", "overwrite", "resume", "set_", "stop_at"],
+    "uact play": ["data", "device", "guidance", "help", "host", "min_change", "model", "port", "registry", "steps",
+                  "threads"],
     "uact pretrain": ["config", "help", "init_from", "nproc", "overwrite", "resume", "set_", "stop_at"],
     "uact slots": ["group", "help"],
     "uact tokenizer": ["help"],

@@ -251,6 +251,36 @@ class Replayer:
         return {k: np.stack(v).astype(np.uint8) if v else np.zeros(shape[k], np.uint8) for k, v in frames.items()}
 
 
+class LiveSim:
+    """One recorded episode continued live (`uact play`'s simulator view): `start` resets it from its seed and steps
+    it through its recorded actions, as Replayer does; then `step(action)` takes one native action at a time.
+    -> each camera's frame now. `ended` once the env ends the episode (terminated or truncated)."""
+
+    def __init__(self, card: DataCard):
+        self.card = card
+        self.env, self.field = _open(card)
+        self.obs = None
+        self.ended = False
+
+    def close(self) -> None:
+        self.env.close()
+
+    def start(self, seed: int, actions: np.ndarray, style: str = "smooth") -> dict[str, np.ndarray]:
+        self.obs, _ = _start(self.env, self.card, seed, style)
+        self.ended = False
+        for a in np.asarray(actions):
+            self.step(a, render=False)
+            if self.ended:
+                raise DataError(f"{self.card.name}: episode of seed {seed} ended within its recorded actions")
+        return _frames(self.env, self.obs, self.card)
+
+    def step(self, action, render: bool = True) -> dict[str, np.ndarray] | None:
+        if not self.ended:
+            self.obs, _, terminated, truncated, _ = self.env.step(_env_action(self.env, as_recorded(action, self.field)))
+            self.ended = bool(terminated or truncated)
+        return _frames(self.env, self.obs, self.card) if render else None
+
+
 def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
            style: str = "smooth", at: Iterable[int] | None = None) -> dict[str, np.ndarray]:
     """One episode stepped again in a simulator of its own (Replayer's call, which says what comes back)."""

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from unified_action import __version__, action_space
-from unified_action.cli import cards, data, demo, evaluate, finetune, pretrain, tokenizer
+from unified_action.cli import cards, data, demo, evaluate, finetune, play, pretrain, tokenizer
 from unified_action.console import make_console
 from unified_action.errors import CardError, DiskFullError, UnifiedActionError, did_you_mean
 
@@ -27,6 +27,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("export")(pretrain.export)
 app.command("finetune")(finetune.finetune)
 app.command("eval")(evaluate.evaluate)
+app.command("play")(play.play)
 
 
 def _version(value: bool) -> None:
