@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 export = _done(run, job.train.steps) or pretrain(job, config_path="benchmarks/transfer.py", overwrite=True).export
             else:
                 job = job.model_validate({**job.model_dump(mode="json"), "finetune": {
-                    "init_from": str(base[0]), "mode": "full", "reset_output": True, "new_embodiment_init": "shared_slots"}})
+                    "init_from": str(base[0]), "mode": "full", "new_embodiment_init": "shared_slots",
+                    # K > 0: the head zeroed and relearned (it wins benchmarks/fewshot.py); K = 0 keeps the pretrained one
+                    "reset_output": k > 0}})
                 export = _done(run, job.train.steps) or finetune(job, config_path="benchmarks/transfer.py", overwrite=True).export
             if name in before.get("runs", {}) and _done(run, job.train.steps) is not None:
                 results["runs"][name] = before["runs"][name]
