@@ -110,6 +110,20 @@ def _per_clip(x, B: int, dtype: torch.dtype, device: torch.device, what: str) ->
 
 
 @torch.no_grad()
+def check_context(model: WorldModel, context: torch.Tensor, who: str) -> tuple[int, int]:
+    """Real context frames a rollout starts from: uint8 [B, C >= 1, H, W, 3] at the model's image size -> (B, C)."""
+    if context.dtype != torch.uint8 or context.ndim != 5 or context.shape[-1] != 3:
+        raise UnifiedActionError(f"{who}: context: expected uint8 [B, C, H, W, 3], got {context.dtype} "
+                                 f"{list(context.shape)}")
+    B, C = context.shape[:2]
+    if C < 1:
+        raise UnifiedActionError(f"{who}: context: at least one real frame is needed")
+    if tuple(context.shape[2:4]) != tuple(model.cfg.image_size):
+        raise UnifiedActionError(f"{who}: context: frames of {tuple(context.shape[2:4])}, the model takes "
+                                 f"{tuple(model.cfg.image_size)}")
+    return B, C
+
+
 def rollout(model: WorldModel, context: torch.Tensor, actions: dict[str, torch.Tensor], embodiment, control_hz,
             horizon: int, steps: int = 1, cache: bool = True, frame_stride=1, guidance: float = 1.0,
             min_change: float = 0.0) -> torch.Tensor:
@@ -118,15 +132,7 @@ def rollout(model: WorldModel, context: torch.Tensor, actions: dict[str, torch.T
     classifier-free guidance over actions (1 = none); min_change: predicted changes of fewer grey levels are dropped
     (a short-trained model drifts static backgrounds by a level or two a frame) -> uint8 [B, horizon, H, W, 3]. Any horizon: the temporal
     window slides past max_frames."""
-    if context.dtype != torch.uint8 or context.ndim != 5 or context.shape[-1] != 3:
-        raise UnifiedActionError(f"rollout: context: expected uint8 [B, C, H, W, 3], got {context.dtype} "
-                                 f"{list(context.shape)}")
-    B, C = context.shape[:2]
-    if C < 1:
-        raise UnifiedActionError("rollout: context: at least one real frame is needed")
-    if tuple(context.shape[2:4]) != model.cfg.image_size:
-        raise UnifiedActionError(f"rollout: context: frames of {tuple(context.shape[2:4])}, the model takes "
-                                 f"{model.cfg.image_size}")
+    B, C = check_context(model, context, "rollout")
     if steps < 1 or horizon < 0 or guidance < 0:
         raise UnifiedActionError(f"rollout: steps ({steps}) must be >= 1, horizon ({horizon}) >= 0, guidance ({guidance}) >= 0")
     missing = [k for k in ACTION_KEYS if k not in actions]

@@ -22,7 +22,7 @@ import torch
 
 from unified_action.errors import UnifiedActionError
 from unified_action.models.batch import ACTION_KEYS, BATCH_TENSORS
-from unified_action.models.sampling import _Stream, euler_times
+from unified_action.models.sampling import _Stream, check_context, euler_times
 from unified_action.models.world_model import Conditioning, WorldModel, to_pixels, to_uint8
 
 
@@ -34,15 +34,7 @@ class StreamingSession:
     def __init__(self, model: WorldModel, context: torch.Tensor, context_actions: dict[str, torch.Tensor], embodiment,
                  control_hz, frame_stride=1, *, steps: int = 1, guidance: float = 1.0, min_change: float = 0.0,
                  generator: torch.Generator | None = None, guidance_ready: bool = True):
-        if context.dtype != torch.uint8 or context.ndim != 5 or context.shape[-1] != 3:
-            raise UnifiedActionError(f"streaming: context: expected uint8 [B, C, H, W, 3], got {context.dtype} "
-                                     f"{list(context.shape)}")
-        B, C = context.shape[:2]
-        if C < 1:
-            raise UnifiedActionError("streaming: context: at least one real frame is needed")
-        if tuple(context.shape[2:4]) != tuple(model.cfg.image_size):
-            raise UnifiedActionError(f"streaming: context: frames of {tuple(context.shape[2:4])}, the model takes "
-                                     f"{tuple(model.cfg.image_size)}")
+        B, C = check_context(model, context, "streaming")
         if steps < 1:
             raise UnifiedActionError(f"streaming: steps: expected >= 1, got {steps}")
         self.model, self.B, self.steps, self.min_change = model, B, steps, float(min_change)
