@@ -10,8 +10,8 @@ On the held-out arm, for K in --shots (episodes it trains on), all evaluated on 
               the pretrained arms sharing its slots (finetune.new_embodiment_init: shared_slots, train.steps 0;
               its tokenizer's normalization is fitted on the actions of 5 episodes, no frame trained on), and the
               probe: UR5e's episodes read through Panda's tokenizer (`uact eval --tokenizer`), no data at all;
-  K > 0       fine-tuned from each pretrained model (full, head reset, shared-slot start) vs scratch (the same job
-              from random weights), the same steps.
+  K > 0       fine-tuned from each pretrained model (full, shared-slot start; the output layer reset and relearned,
+              or kept: --heads) vs scratch (the same job from random weights), the same steps.
 Figures per run: PSNR, copy-last, dPSNR, cfPSNR (the model under another clip's actions against the simulator's
 own frames under them), action accuracy (the share of clip steps where that rollout is closer to the simulator's
 truth than to the real future; 0.5 = ignores actions) and the margin over copy-last per horizon step.
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, nargs="+", default=[0, 1, 5, 20])
     ap.add_argument("--finetune-steps", type=int, default=150)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--heads", nargs="+", default=["reset", "kept"], choices=["reset", "kept"],
+                    help="fine-tune the pretrained models with the output layer reset (relearned), kept, or both")
     ap.add_argument("--clips", type=int, default=24, help="held-out clips evaluated per run")
     ap.add_argument("--guidance", type=float, default=None, help="default: the demo's")
     ap.add_argument("--work", default="runs/transfer")
@@ -162,13 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     # 3. the held-out arm: zero-shot, fine-tuned from each pretrained model, and from scratch, for each K
+    # the pretrained runs once per --heads: the output layer reset and relearned, or kept as pretrained
+    inits = [(m, h) for m in a.mixtures for h in a.heads] + [("scratch", "reset")]
     for k in a.shots:
-        for init in [*a.mixtures, "scratch"]:
-            if init == "scratch" and k == 0:
+        for init, head in inits:
+            if (init == "scratch" or head == "kept") and k == 0:  # K = 0 keeps the pretrained head: one run
                 continue
             t = time.perf_counter()
-            name = f"K{k} {'scratch' if init == 'scratch' else 'pretrained ' + init}"
-            run = work / f"K{k}_{init.replace('+', '_')}"
+            kept = head == "kept" and k > 0
+            name = f"K{k} {'scratch' if init == 'scratch' else 'pretrained ' + init}" + (", head kept" if kept else "")
+            run = work / (f"K{k}_{init.replace('+', '_')}" + ("_kept" if kept else ""))
             base = pretrained[a.mixtures[0] if init == "scratch" else init]
             registry = run.parent / f"{run.name}_tokenizers"  # beside the run: --overwrite replaces the run, not its input
             if not registry.is_dir():  # the pretrained registry; this run registers the held-out arm into its copy
@@ -177,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             data = [{"path": str(dirs[HELDOUT]), "episodes": [0, k or 5]}]
             job = _job(plan, run.parent, run.name, data, a.finetune_steps if k else 0, lr=a.finetune_lr)
             job = job.model_copy(update={"data": job.data.model_copy(update={"registry": str(registry), "clip_stride": 4})})
+            if name in before.get("runs", {}) and _done(run, job.train.steps) is not None:  # measured from this export
+                results["runs"][name] = before["runs"][name]
+                continue
             if init == "scratch":  # the same job from random weights (the tokenizer fitted on the same K episodes)
                 register_new(job, log=print)
                 export = _done(run, job.train.steps) or pretrain(job, config_path="benchmarks/transfer.py", overwrite=True).export
@@ -184,12 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 job = job.model_validate({**job.model_dump(mode="json"), "finetune": {
                     "init_from": str(base[0]), "mode": "full", "new_embodiment_init": "shared_slots",
                     # K > 0: the head zeroed and relearned (it wins benchmarks/fewshot.py); K = 0 keeps the pretrained one
-                    "reset_output": k > 0}})
+                    "reset_output": k > 0 and head == "reset"}})
                 export = _done(run, job.train.steps) or finetune(job, config_path="benchmarks/transfer.py", overwrite=True).export
-            if name in before.get("runs", {}) and _done(run, job.train.steps) is not None:
-                results["runs"][name] = before["runs"][name]
-                continue
-            results["runs"][name] = {"k": k, "init": "scratch" if init == "scratch" else "pretrained",
+            results["runs"][name] = {"k": k, "init": "scratch" if init == "scratch" else "pretrained", "head": head if k else "kept",
                                      "mixture": None if init == "scratch" else init, **score(export, registry, [HELDOUT])[HELDOUT]}
             timings[name] = round(time.perf_counter() - t, 1)
             print(name, json.dumps({f: results["runs"][name][f] for f in FIGURES}), flush=True)
@@ -230,7 +235,8 @@ def _plot(r: dict, path: Path) -> None:
     for name, x in r["runs"].items():
         if name.startswith("probe"):
             continue
-        series.setdefault("scratch" if x["init"] == "scratch" else f"pretrained {x['mixture']}", []).append((x["k"], x))
+        label = "scratch" if x["init"] == "scratch" else f"pretrained {x['mixture']}, head {x.get('head', 'reset')}"
+        series.setdefault(label, []).append((x["k"], x))
     for label, pts in series.items():
         pts.sort(key=lambda p: p[0])
         ks = [p[0] for p in pts]
