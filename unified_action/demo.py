@@ -1,7 +1,8 @@
 """`uact demo`: the whole pipeline on embedded defaults, on one CPU machine, re-using every finished stage.
 
-1. record   small datasets from real simulators: a robot (Push-T), a game (Atari Pong) and a vehicle
-            (CarRacing) for pretraining, and a second robot (Meta-World Sawyer, pick-place) held out of it;
+1. record   small datasets from real simulators: three robot arms (robosuite's Panda, Sawyer and Kinova3 lifting a
+            cube, end-effector actions) and a vehicle (CarRacing) for pretraining, and a fourth arm (UR5e) that
+            shares the arms' action slots, held out of it;
 2. pretrain register the three tokenizers into one shared vocabulary (from the training episodes only) and
             pretrain the `tiny` world model on their mixture with DeepSpeed (`uact pretrain --nproc 2` on CPU);
 3. finetune register the held-out robot's tokenizer from K episodes (existing ids untouched) and fine-tune
@@ -40,16 +41,23 @@ class DemoPlan:
     """Everything the demo does, sized for <= 15 minutes on the slower 2-core CPU kind (benchmarks/README.md has the
     measured times; tests run a smaller plan)."""
 
-    # steps: enough frames at each card's frame stride (its tokenizer chunk: Push-T 2, Pong 2, CarRacing 5, Meta-World 8)
-    # episodes: 64, not 16 (measured, same steps): with 12 training episodes the model learnt those episodes' actions
-    # (shuffled-action loss +50% on them) and nothing that held on held-out ones (dPSNR 0); new episodes are cheap
+    # Arms that share action slots (robosuite's OSC arms: end-effector deltas and gripper) and a vehicle in one
+    # vocabulary; the held-out arm (UR5e) shares the arms' slots on a body pretraining never saw. Measured with
+    # benchmarks/transfer.py (five arms, 9,600 clips): the arms' action accuracy 0.67-0.81, dPSNR 0.86-1.16 dB; with
+    # Pong and CarRacing mixed in at equal compute, 0.54-0.65 and 0.32-0.44: so the game is dropped, the vehicle kept.
+    # steps: 96 at 20 Hz, a frame every 4 (the chunk): 24 frames an episode; CarRacing: 20 frames after its zoom-in
+    # episodes: 48 (with 12 training episodes a model learns those episodes' actions and nothing that holds on others)
     pretrain: tuple[DemoDataset, ...] = (
-        DemoDataset("gym_pusht", episodes=64, steps=100),  # robot: planar pushing; 50 frames an episode
-        DemoDataset("ale_pong", episodes=64, steps=100),  # game: Atari joystick; 50 frames
-        DemoDataset("carracing", episodes=64, steps=100),  # vehicle: steering, gas, brake; 20 frames after the zoom-in
+        DemoDataset("robosuite_lift_panda_osc", episodes=48, steps=96),  # arms: Lift under OSC_POSE
+        DemoDataset("robosuite_lift_sawyer_osc", episodes=48, steps=96),
+        DemoDataset("robosuite_lift_kinova3_osc", episodes=48, steps=96),
+        DemoDataset("carracing", episodes=64, steps=100),  # vehicle: steering, gas, brake
     )
-    heldout: DemoDataset = DemoDataset("metaworld_pick_place", episodes=10, steps=160)  # new robot; 20 frames
+    heldout: DemoDataset = DemoDataset("robosuite_lift_ur5e_osc", episodes=25, steps=96)  # new arm, the same slots
     shots: int = 5  # K: episodes of the new robot fine-tuning sees
+    # the new arm's embedding starts as the mean of the pretrained embodiments sharing its slots (finetune.py);
+    # 'unchanged' for a held-out robot that shares none
+    new_embodiment_init: str = "shared_slots"
     image_size: int = 64
     context_frames: int = 2
     future_frames: int = 4
@@ -215,7 +223,8 @@ def finetune_stage(plan: DemoPlan, dirs: dict[str, Path], pretrained: Path, out:
     cfg = _job(plan, out, f"finetune_{plan.finetune_mode}",
                [{"path": str(dirs[plan.heldout.card]), "weight": 1 - plan.replay}, *replay],
                plan.finetune_steps, lr=plan.finetune_lr,
-               finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots})
+               finetune={"init_from": str(pretrained), "mode": plan.finetune_mode, "episodes": shots,
+                         "new_embodiment_init": plan.new_embodiment_init})
     done = _done(out / cfg.name, plan.finetune_steps)
     if done is not None:
         log(f"finetune: {done} is complete, reused")
@@ -291,7 +300,7 @@ def run_demo(out: Path = Path("runs/demo"), cards_dir: Path = Path("data_cards")
     out = Path(out)
     claim_output(out)
     t0 = time.perf_counter()
-    stages = [("record", "datasets from real simulators"), ("pretrain", "tiny on robot + game + vehicle"),
+    stages = [("record", "datasets from real simulators"), ("pretrain", "tiny on three arms + a vehicle"),
               ("finetune", f"{plan.finetune_mode} on {plan.heldout.card}, K={plan.shots}"), ("eval", "held-out rollouts")]
 
     def head(i: int) -> None:
