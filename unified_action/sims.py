@@ -201,6 +201,43 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
         env.close()
 
 
+class LiveSim:
+    """One recorded episode stepped again from its seed, one native action at a time: `reset(seed)`, then
+    `step(action)`; `frames()` is what each camera shows now; `ended` once the env ends the episode (terminated or
+    truncated: later steps do nothing). Replayer (evaluation's truth) and `uact play`'s simulator view use it."""
+
+    def __init__(self, card: DataCard):
+        self.card = card
+        self.env, self.field = _open(card)
+        self.obs = None
+        self.ended = False
+
+    def close(self) -> None:
+        self.env.close()
+
+    def reset(self, seed: int, style: str = "smooth") -> None:
+        self.obs, _ = _start(self.env, self.card, seed, style)
+        self.ended = False
+
+    def frames(self) -> dict[str, np.ndarray]:
+        return _frames(self.env, self.obs, self.card)
+
+    def step(self, action, render: bool = True) -> dict[str, np.ndarray] | None:
+        if not self.ended:
+            self.obs, _, terminated, truncated, _ = self.env.step(_env_action(self.env, as_recorded(action, self.field)))
+            self.ended = bool(terminated or truncated)
+        return self.frames() if render else None
+
+    def start(self, seed: int, actions: np.ndarray, style: str = "smooth") -> dict[str, np.ndarray]:
+        """Reset to episode `seed` and step it through its recorded `actions` -> the frames after the last one."""
+        self.reset(seed, style)
+        for a in np.asarray(actions):
+            self.step(a, render=False)
+            if self.ended:
+                raise DataError(f"{self.card.name}: episode of seed {seed} ended within its recorded actions")
+        return self.frames()
+
+
 class Replayer:
     """Episodes stepped again from their seeds in one simulator (`with Replayer(card) as replay: replay(seed, ...)`):
     opening robosuite's arm takes seconds, so an evaluation replaying many clips of one dataset opens it once.
@@ -208,8 +245,7 @@ class Replayer:
     tests/test_robosuite_arms.py), so the order of calls does not matter."""
 
     def __init__(self, card: DataCard):
-        self.card = card
-        self.env, self.field = _open(card)
+        self.live = LiveSim(card)
 
     def __enter__(self) -> Replayer:
         return self
@@ -218,7 +254,7 @@ class Replayer:
         self.close()
 
     def close(self) -> None:
-        self.env.close()
+        self.live.close()
 
     def __call__(self, seed: int, actions: np.ndarray, then: np.ndarray | None = None, style: str = "smooth",
                  at: Iterable[int] | None = None) -> dict[str, np.ndarray]:
@@ -230,55 +266,20 @@ class Replayer:
         `at`: render only the frames of these steps (ascending), in that order: rendering costs more than stepping
         (robosuite: ~25 ms a frame, ~6 ms a step). An episode that ends early (terminated or truncated) returns the
         frames up to its end."""
-        env, card = self.env, self.card
+        live, cams = self.live, self.live.card.header.cameras
         steps = [*np.asarray(actions), *(np.asarray(then) if then is not None else [])]
         wanted = None if at is None else set(at)
-        obs, _ = _start(env, card, seed, style)
-        frames = {c.name: [] for c in card.header.cameras}
+        live.reset(seed, style)
+        frames = {c.name: [] for c in cams}
         for t in range(len(steps) + 1):
             if wanted is None or t in wanted:
-                for name, frame in _frames(env, obs, card).items():
+                for name, frame in live.frames().items():
                     frames[name].append(frame)
-            if t == len(steps):
+            if t == len(steps) or live.ended:
                 break
-            obs, _, terminated, truncated, _ = env.step(_env_action(env, as_recorded(steps[t], self.field)))
-            if terminated or truncated:
-                if wanted is None or t + 1 in wanted:
-                    for name, frame in _frames(env, obs, card).items():
-                        frames[name].append(frame)
-                break
-        shape = {c.name: (0, c.height, c.width, 3) for c in card.header.cameras}
-        return {k: np.stack(v).astype(np.uint8) if v else np.zeros(shape[k], np.uint8) for k, v in frames.items()}
-
-
-class LiveSim:
-    """One recorded episode continued live (`uact play`'s simulator view): `start` resets it from its seed and steps
-    it through its recorded actions, as Replayer does; then `step(action)` takes one native action at a time.
-    -> each camera's frame now. `ended` once the env ends the episode (terminated or truncated)."""
-
-    def __init__(self, card: DataCard):
-        self.card = card
-        self.env, self.field = _open(card)
-        self.obs = None
-        self.ended = False
-
-    def close(self) -> None:
-        self.env.close()
-
-    def start(self, seed: int, actions: np.ndarray, style: str = "smooth") -> dict[str, np.ndarray]:
-        self.obs, _ = _start(self.env, self.card, seed, style)
-        self.ended = False
-        for a in np.asarray(actions):
-            self.step(a, render=False)
-            if self.ended:
-                raise DataError(f"{self.card.name}: episode of seed {seed} ended within its recorded actions")
-        return _frames(self.env, self.obs, self.card)
-
-    def step(self, action, render: bool = True) -> dict[str, np.ndarray] | None:
-        if not self.ended:
-            self.obs, _, terminated, truncated, _ = self.env.step(_env_action(self.env, as_recorded(action, self.field)))
-            self.ended = bool(terminated or truncated)
-        return _frames(self.env, self.obs, self.card) if render else None
+            live.step(steps[t], render=False)
+        empty = {c.name: np.zeros((0, c.height, c.width, 3), np.uint8) for c in cams}
+        return {k: np.stack(v).astype(np.uint8) if v else empty[k] for k, v in frames.items()}
 
 
 def replay(card: DataCard, seed: int, actions: np.ndarray, then: np.ndarray | None = None,
