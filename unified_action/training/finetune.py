@@ -283,17 +283,22 @@ def finetune_trainer(cfg: TrainConfig, *, config_path: str = "", resume: bool = 
         if fs.reset_output:  # a resumed run loads its checkpoint over this afterwards
             trainable += reset_output(model)
         total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".lora_A", ".lora_B")))
-        info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
-                "reset_output": fs.reset_output, "new_embodiment_init": fs.new_embodiment_init,
-                **({"shared_slots": init} if init is not None else {}),
-                "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,
-                **({"lora_rank": fs.lora_rank, "lora_alpha": fs.lora_alpha} if fs.mode == "lora" else {})}
+        info = _record(fs, new, pre, init, trainable)
         summary = (f"finetune {fs.mode}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%); "
                    f"new embodiments: {', '.join(new) or 'none'}")
         return Adaptation(info=info, no_decay=no_decay, tokenizers=pretrained, summary=summary)
 
     return Trainer(cfg, config_path=config_path, resume=resume, overwrite=overwrite, init_from=fs.init_from,
                    dist=dist, adapt=adapt)
+
+
+def _record(fs, new: list[str], pre: dict, init: dict | None, trainable: int) -> dict:
+    """What a fine-tune was, for its export's config and the run's log (a trained run's and a 0-step one's alike)."""
+    return {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
+            "reset_output": fs.reset_output, "new_embodiment_init": fs.new_embodiment_init,
+            **({"shared_slots": init} if init is not None else {}),
+            "pretrained_tokenizers": pre["tokenizers"], "trainable_parameters": trainable,
+            **({"lora_rank": fs.lora_rank, "lora_alpha": fs.lora_alpha} if fs.mode == "lora" else {})}
 
 
 def export_initialised(cfg: TrainConfig, *, config_path: str = "", overwrite: bool = False,
@@ -331,10 +336,7 @@ def export_initialised(cfg: TrainConfig, *, config_path: str = "", overwrite: bo
     if fs.reset_output:
         reset_output(model)
     pretrained = sorted(pre["tokenizers"])
-    info = {"mode": fs.mode, "init_from": fs.init_from, "episodes": fs.episodes, "new_tokenizers": new,
-            "reset_output": fs.reset_output, "new_embodiment_init": fs.new_embodiment_init,
-            **({"shared_slots": init} if init is not None else {}), "pretrained_tokenizers": pre["tokenizers"],
-            "trainable_parameters": 0, "steps": 0}
+    info = {**_record(fs, new, pre, init, trainable=0), "steps": 0}
     run_info = {"config": where, "job": cfg.model_dump(mode="json"), "world_size": world, "finetune": info}
     meta = export_meta(model.cfg.to_dict(), registry, sorted(set(names) | set(pretrained)), run_info)
     out.mkdir(parents=True, exist_ok=True)
