@@ -8,8 +8,9 @@ from gymnasium import spaces
 from unified_action.pettingzoo_scenes import ALLOWED_KWARGS, PETTINGZOO_SCENES, PettingZooScene
 
 SCENES = [("cooperative_pong_v6", {}, ("paddle_0", "paddle_1"), spaces.MultiDiscrete, (1, 1)),
-          ("simple_spread_v3", {"N": 2}, ("agent_0", "agent_1"), spaces.Box, (5, 5)),
-          ("simple_spread_v3", {"N": 4}, ("agent_0", "agent_1", "agent_2", "agent_3"), spaces.Box, (5, 5, 5, 5))]
+          ("simple_spread_v3", {"N": 2}, ("agent_0", "agent_1"), spaces.MultiDiscrete, (1, 1)),
+          ("simple_spread_v3", {"N": 4, "continuous_actions": True}, ("agent_0", "agent_1", "agent_2", "agent_3"),
+           spaces.Box, (5, 5, 5, 5))]
 
 
 def _episode(scene: PettingZooScene, seed: int, steps: int = 10):
@@ -33,7 +34,7 @@ def test_a_scene_is_one_env_with_the_agents_actions_concatenated(name, kwargs, a
         assert isinstance(scene.action_space, space_type) and len(scene.agent_spaces) == len(agents)
         assert scene.action_space.shape == (sum(sizes),)
         if space_type is spaces.MultiDiscrete:
-            assert scene.action_space.nvec.tolist() == [3, 3]
+            assert scene.action_space.nvec.tolist() == [3 if name == "cooperative_pong_v6" else 5] * len(agents)
         else:
             assert scene.action_space.dtype == np.float32
             assert np.all(scene.action_space.low == 0) and np.all(scene.action_space.high == 1)
@@ -68,7 +69,7 @@ def test_an_episode_is_a_function_of_its_seed(name, kwargs):
 
 
 def test_the_agents_of_a_scene_act_differently_under_the_behaviour_policy():
-    scene = PettingZooScene("simple_spread_v3", {"N": 2}, 64, 64)
+    scene = PettingZooScene("simple_spread_v3", {"N": 2, "continuous_actions": True}, 64, 64)
     try:
         policy = scene.behaviour_policy(0)
         actions = np.stack([policy() for _ in range(20)])
@@ -105,7 +106,7 @@ def test_a_paddle_changes_the_frame_in_its_own_half(paddle, half):
                                                  ("simple_spread_v3", {"render_mode": "human"}, "render_mode"),
                                                  ("cooperative_pong_v6", {"N": 2}, "'N'"),
                                                  ("simple_spread_v3", {"N": 7}, "'N'"),
-                                                 ("simple_spread_v3", {"continuous_actions": False}, "continuous_actions")])
+                                                 ("simple_spread_v3", {"N": 3, "seed": 1}, "'seed'")])
 def test_an_unknown_scene_or_kwarg_is_a_one_line_value_error(name, kwargs, culprit):
     with pytest.raises(ValueError) as e:
         PettingZooScene(name, kwargs, 64, 64)

@@ -15,11 +15,12 @@ cooperative_pong_v6 (pettingzoo.butterfly): two paddles keep one ball in play; a
   out (terminated) after 27..150 steps, median 40, mean 56 (20 seeds). Summed reward: 2 x 100/900 a step in
   play, -20 when the ball goes out. The env's render_fps is 15.
 simple_spread_v3 (mpe2): N agents (2..5, default 3) and N landmarks on a 2-d plane; agents agent_0..agent_{N-1},
-  each Box(0, 1, (5,)) (forced continuous_actions=True: [no-op, left, right, down, up] pushes, the force is
-  right - left and up - down), so the joint action is a Box of 5 * N float32 values in [0, 1]. Episodes last
+  each Discrete(5) (no-op, left, right, down, up: the cards' choice) or, with continuous_actions=True, Box(0, 1,
+  (5,)) ([no-op, left, right, down, up] pushes, the force is right - left and up - down). Episodes last
   max_cycles = 25 steps by default (truncated; no termination unless terminate_on_success). The 700x700 frame is
   white, agents blue-grey discs, landmarks small dark-grey dots, centred on the world origin and zoomed so the
-  farthest entity sits at 90% of the half-width: the view zooms out as agents wander off. render_fps 10.
+  farthest entity sits at 90% of the half-width: the view zooms out as agents wander off. render_fps 10. So
+  `render` draws the world itself instead (fixed view, one colour per agent: SPREAD_VIEW below).
 Speed (one core of a 2-core shared CPU, behaviour policy + step + render resized to 64x64, 500 steps): cooperative
 pong ~230 steps/s, simple_spread ~233 steps/s at N=2 and ~221 at N=4: pygame's drawing is cheap, nothing like MuJoCo.
 
@@ -53,8 +54,18 @@ ALLOWED_KWARGS = {
     "simple_spread_v3": frozenset({"N", "max_cycles", "local_ratio", "dynamic_rescaling", "terminate_on_success",
                                    "continuous_actions"}),
 }
-# the Box actions SmoothRandom drives: a discrete spread (Discrete(5)) would be one more action space to learn
-_FORCED_KWARGS = {"simple_spread_v3": {"continuous_actions": True}}
+# simple_spread's cards use the discrete actions (Discrete(5): no-op, left, right, down, up: exactly the d-pad, a
+# table onto gamepad.dpad_*); the continuous ones ([no-op, left, right, down, up] pushes whose differences are the
+# force) have no per-value slot that means them. Both are allowed; nothing is forced.
+_FORCED_KWARGS: dict[str, dict] = {}
+# simple_spread drawn by us from the simulator's state, with a FIXED view of +-SPREAD_VIEW world units: mpe2's own
+# render zooms with the farthest entity (the camera would move under the agents' actions), and draws every agent in
+# one colour; here agent k has colour k, so a frame says which agent is which (as pong's halves do). Agents start
+# uniformly in [-1, 1]^2; under the behaviour policy 99% of positions stay within 1.8 (20 episodes).
+SPREAD_VIEW = 1.8
+KEEP_IN_VIEW = 1.2  # the discrete behaviour policy turns an agent back past this (PettingZooScene._kept_in_view)
+AGENT_COLOURS = ((220, 50, 47), (38, 139, 210), (133, 153, 0), (211, 54, 130), (181, 137, 0), (42, 161, 152),
+                 (108, 113, 196), (203, 75, 22))  # one per agent slot (the vocabulary's 8)
 # a paddle repeats its last choice with this probability: with 0.8 each paddle moves on 48% of steps (20 seeds, 1116
 # steps; 0.7: 54%, 0.9: 38%, as long runs pin a paddle against a wall where it stops), in runs of ~5 steps (60 px)
 STICKY_REPEAT = 0.8
@@ -81,7 +92,7 @@ class PettingZooScene:
     render, close), so sims' recording and replay treat it as any other simulator: the flat joint action in
     `agents` order, the summed reward, frames at width x height."""
 
-    def __init__(self, name: str, kwargs: dict, width: int, height: int):
+    def __init__(self, name: str, kwargs: dict, width: int, height: int, sticky_repeat: float = STICKY_REPEAT):
         from gymnasium import spaces
 
         check_scene(name, kwargs)
@@ -91,7 +102,7 @@ class PettingZooScene:
             # importing an allow-listed module is the point here, so the warning says nothing a user can act on
             warnings.simplefilter("ignore", DeprecationWarning)
             module = importlib.import_module(PETTINGZOO_SCENES[name])
-        self.name, self.width, self.height = name, width, height
+        self.name, self.width, self.height, self.sticky_repeat = name, width, height, sticky_repeat
         self.env = module.parallel_env(render_mode="rgb_array", **{**kwargs, **_FORCED_KWARGS.get(name, {})})
         self.agents: tuple[str, ...] = tuple(self.env.possible_agents)
         self.agent_spaces = tuple(self.env.action_space(a) for a in self.agents)
@@ -151,6 +162,8 @@ class PettingZooScene:
     def render(self) -> np.ndarray:
         from PIL import Image
 
+        if self.name == "simple_spread_v3":
+            return self._draw_spread()
         frame = np.ascontiguousarray(self.env.render(), dtype=np.uint8)
         # Pong's 280x480 playfield is plainly resized to width x height, not letterboxed: a 64x64 letterbox keeps
         # only 37 rows of field, a plain resize all 64 (paddles and ball squeezed sideways but still ~1-2 px wide).
@@ -158,6 +171,24 @@ class PettingZooScene:
         if frame.shape[:2] != (self.height, self.width):
             frame = np.asarray(Image.fromarray(frame).resize((self.width, self.height), Image.BILINEAR))
         return frame
+
+    def _draw_spread(self) -> np.ndarray:
+        """The world's landmarks (grey dots) and agents (disc k in colour k) in the fixed view, drawn at 4x and
+        averaged down (PIL's box filter), so a disc a few pixels wide keeps its area."""
+        from PIL import Image, ImageDraw
+
+        k = 4
+        W, H = self.width * k, self.height * k
+        img = Image.new("RGB", (W, H), (255, 255, 255))
+        draw = ImageDraw.Draw(img)
+        world = self.env.unwrapped.world
+        for e in list(world.landmarks) + list(world.agents):  # agents on top
+            x, y = e.state.p_pos
+            cx, cy = (x / SPREAD_VIEW + 1) * W / 2, (1 - y / SPREAD_VIEW) * H / 2  # +y up, as mpe2 draws it
+            r = e.size / SPREAD_VIEW * W / 2
+            colour = AGENT_COLOURS[world.agents.index(e)] if e in world.agents else (64, 64, 64)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        return np.asarray(img.resize((self.width, self.height), Image.BOX), dtype=np.uint8)
 
     def close(self) -> None:
         self.env.close()
@@ -170,8 +201,22 @@ class PettingZooScene:
         for i, space in enumerate(self.agent_spaces):
             s = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
             if self._discrete:  # values 0..n-1, as MultiDiscrete counts them
-                policies.append(StickyRandom(int(space.n), s, STICKY_REPEAT))
+                policies.append(StickyRandom(int(space.n), s, self.sticky_repeat))
             else:
                 policies.append(SmoothRandom(space.low, space.high, s))
         dtype = self.action_space.dtype
-        return lambda: np.concatenate([np.atleast_1d(p()).ravel() for p in policies]).astype(dtype)
+        joint = lambda: np.concatenate([np.atleast_1d(p()).ravel() for p in policies]).astype(dtype)  # noqa: E731
+        if self.name == "simple_spread_v3" and self._discrete:
+            return lambda: self._kept_in_view(joint())
+        return joint
+
+    def _kept_in_view(self, actions: np.ndarray) -> np.ndarray:
+        """simple_spread has no walls: under random pushes an agent drifts out of any fixed view within ~12 steps. An
+        agent beyond KEEP_IN_VIEW units on an axis and moving outward is pushed back toward the centre on that axis
+        instead (the action it takes is the one stored, so replays are exact)."""
+        for k, agent in enumerate(self.env.unwrapped.world.agents):
+            pos, vel = agent.state.p_pos, agent.state.p_vel
+            for axis, (inward_neg, inward_pos) in enumerate(((1, 2), (3, 4))):  # x: left, right; y: down, up
+                if abs(pos[axis]) > KEEP_IN_VIEW and pos[axis] * vel[axis] > 0:
+                    actions[k] = inward_neg if pos[axis] > 0 else inward_pos
+        return actions

@@ -34,6 +34,8 @@ def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
         raise DataError(f"{card.name}: source type '{src.type}' is not a simulator")
     if src.type == "robosuite":
         return _robosuite_env(card)
+    if src.type == "pettingzoo":
+        return _pettingzoo_scene(card)
     if ":" in src.env_id:  # validated by the card schema too: gymnasium would import the module before the ':'
         raise DataError(f"{card.name}: source.env_id: '{src.env_id}' has a module prefix; ids come from an allow-list")
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering
@@ -59,7 +61,27 @@ def make_env(card: DataCard, render_mode: str | None = "rgb_array"):
 def simulator_name(card: DataCard) -> str:
     """What a simulator card rolls out, for people: 'ALE/Pong-v5', 'robosuite Lift UR5e OSC_POSE'."""
     src = card.header.source
+    if src.type == "pettingzoo":
+        return f"pettingzoo {src.scene} {dict(src.scene_kwargs)}" if src.scene_kwargs else f"pettingzoo {src.scene}"
     return f"robosuite {src.task} {src.robot} {src.controller}" if src.type == "robosuite" else src.env_id
+
+
+def _pettingzoo_scene(card: DataCard):
+    """An allow-listed PettingZoo scene (pettingzoo_scenes.py) whose agents act as one env: the joint action is the
+    card's agents' fields in order, which must be the scene's agents in the scene's order."""
+    from unified_action.pettingzoo_scenes import PettingZooScene
+
+    src, cam = card.header.source, card.header.cameras[0] if card.header.cameras else None
+    h, w = (cam.height, cam.width) if cam is not None else (64, 64)
+    try:
+        scene = PettingZooScene(src.scene, dict(src.scene_kwargs), w, h, sticky_repeat=src.sticky_repeat)
+    except ValueError as e:
+        raise DataError(f"{card.name}: source: {e}") from None
+    if scene.agents != card.header.agent_names:
+        scene.close()
+        raise DataError(f"{card.name}: agents: {list(card.header.agent_names)}, but {src.scene} has agents "
+                        f"{list(scene.agents)} (the card lists them in the scene's order)")
+    return scene
 
 
 def _robosuite_env(card: DataCard):
@@ -105,21 +127,32 @@ def _open(card: DataCard):
     for c in card.header.cameras:
         if c.key != "render" and c.key != "observation" and not c.key.startswith("observation/"):
             raise DataError(f"{card.name}: cameras.{c.name}.key: '{c.key}', expected 'render', 'observation' or 'observation/...'")
+    n_fields, several = len(card.header.action), bool(card.header.agents)
+    if n_fields != (len(card.header.agents) if several else 1) or (several and card.header.source.type != "pettingzoo"):
+        want = "one action field per agent, in a pettingzoo card" if several else "one action field"
+        raise DataError(f"{card.name}: action: a simulator card has {want}, found {n_fields}")
     env = make_env(card, render_mode="rgb_array" if renders else None)
     _cheap_mujoco_rendering(env)
-    if len(card.header.action) != 1:
-        raise DataError(f"{card.name}: action: a simulator card has one action field, found {len(card.header.action)}")
-    return env, card.header.action[0]
+    return env, tuple(card.header.action)
 
 
-def as_recorded(action, field) -> np.ndarray:
-    """An action as a dataset stores it: the card's shape and dtype (a policy's float64 becomes the card's float32;
-    the simulator is stepped with this value, not the policy's, so the stored actions are the ones taken)."""
-    return np.asarray(action).reshape(field.shape).astype(field.dtype)
+def as_recorded(action, fields) -> list[np.ndarray]:
+    """A (joint) action as a dataset stores it: one array per card field (one per agent of a scene), each in the card's
+    shape and dtype (a policy's float64 becomes the card's float32; the simulator is stepped with these values, not
+    the policy's, so the stored actions are the ones taken)."""
+    flat, out, at = np.asarray(action).reshape(-1), [], 0
+    for f in fields:
+        out.append(flat[at: at + f.size].reshape(f.shape).astype(f.dtype))
+        at += f.size
+    if at != flat.size:
+        raise DataError(f"an action of {flat.size} values for fields of {at} ({', '.join(f.path for f in fields)})")
+    return out
 
 
-def _env_action(env, action: np.ndarray):
-    """A stored action in the form the env's action space takes (a Discrete space: a plain int)."""
+def _env_action(env, parts: list[np.ndarray]):
+    """Stored actions in the form the env's action space takes (a Discrete space: a plain int; a scene: the agents'
+    values concatenated)."""
+    action = parts[0] if len(parts) == 1 else np.concatenate([p.reshape(-1) for p in parts])
     shape = env.action_space.shape
     return action.reshape(shape) if shape else action.item()
 
@@ -165,7 +198,7 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
 
     Episode i uses seed `seed + i` for both the env reset and the policy, so any split of the indices over
     processes records the same episodes, and `replay` can step it again under other actions."""
-    env, field = _open(card)
+    env, fields = _open(card)
     instruction = card.header.instruction.text if card.header.instruction and card.header.instruction.text else ""
     every = card.header.frame_every
     try:
@@ -179,7 +212,7 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
                     frames[name].append(frame)
                 for p in card.header.proprio:
                     proprio[p.path].append(_at(obs, p.path, "proprio", card).astype(np.float32))
-                a = as_recorded(policy(), field)  # stepped as stored, so `replay` reproduces the frames exactly
+                a = as_recorded(policy(), fields)  # stepped as stored, so `replay` reproduces the frames exactly
                 actions.append(a)
                 obs, reward, terminated, truncated, _ = env.step(_env_action(env, a))
                 rewards.append(float(reward))
@@ -192,7 +225,8 @@ def record_episodes(card: DataCard, indices: Iterable[int], steps: int, seed: in
             yield Episode(
                 card=card.name, index=i,
                 frames={k: np.stack(v).astype(np.uint8) for k, v in frames.items()},
-                actions={field.path: np.stack(actions).reshape(T, *field.shape).astype(field.dtype)},
+                actions={f.path: np.stack([a[k] for a in actions]).reshape(T, *f.shape).astype(f.dtype)
+                         for k, f in enumerate(fields)},
                 proprio={k: np.stack(v) for k, v in proprio.items()},
                 reward=np.asarray(rewards, np.float32), is_first=first, is_last=last, is_terminal=is_terminal,
                 instruction=instruction, source=f"{simulator_name(card)} seed {seed + i}", frame_every=every,
@@ -208,7 +242,7 @@ class LiveSim:
 
     def __init__(self, card: DataCard):
         self.card = card
-        self.env, self.field = _open(card)
+        self.env, self.fields = _open(card)
         self.obs = None
         self.ended = False
 
@@ -224,7 +258,7 @@ class LiveSim:
 
     def step(self, action, render: bool = True) -> dict[str, np.ndarray] | None:
         if not self.ended:
-            self.obs, _, terminated, truncated, _ = self.env.step(_env_action(self.env, as_recorded(action, self.field)))
+            self.obs, _, terminated, truncated, _ = self.env.step(_env_action(self.env, as_recorded(action, self.fields)))
             self.ended = bool(terminated or truncated)
         return self.frames() if render else None
 

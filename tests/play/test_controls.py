@@ -14,7 +14,9 @@ from unified_action.errors import UnifiedActionError
 from unified_action.play.controls import Controls
 from unified_action.tokenization import Registry
 
-SHIPPED = sorted(p.stem for p in CARDS.glob("*.md"))
+ALL_CARDS = sorted(p.stem for p in CARDS.glob("*.md"))
+SEVERAL_AGENTS = [n for n in ALL_CARDS if load_card(CARDS / f"{n}.md").mapping.agents]
+SHIPPED = [n for n in ALL_CARDS if n not in SEVERAL_AGENTS]  # uact play drives one agent (see the refusal test)
 OSC = [0, 0, 0, 0, 0, 0, -1]  # robosuite OSC_POSE: no motion, gripper open (native -1)
 # The rest of each card, read from the card by hand: no motion, nothing pressed, grippers open, the first choice
 NEUTRAL = {
@@ -63,6 +65,13 @@ def shipped(tmp_path_factory):
 
 def test_every_card_is_covered():
     assert set(NEUTRAL) == set(SHIPPED)
+    assert {"pettingzoo_cooperative_pong", "pettingzoo_simple_spread_n3"} <= set(SEVERAL_AGENTS)
+
+
+@pytest.mark.parametrize("name", SEVERAL_AGENTS)
+def test_a_card_of_several_agents_is_refused_in_one_line(name):
+    with pytest.raises(UnifiedActionError, match=r"agents \(.*\); uact play drives embodiments of one agent$"):
+        Controls(load_card(CARDS / f"{name}.md"))
 
 
 @pytest.mark.slow

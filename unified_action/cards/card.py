@@ -67,7 +67,12 @@ def parse_card(text: str, where: str = "<card>") -> DataCard:
     problems = [f"{where}: {p}" for p in check_semantics(model)]
     if problems:
         raise CardError(problems)
-    return DataCard(model, body, text, None, compile_mapping(model.action, model.action_space_version), where)
+    return DataCard(model, body, text, None, compile_mapping(model.action, model.action_space_version, _agent_fields(model)), where)
+
+
+def _agent_fields(header: CardHeader) -> tuple[tuple[str, int], ...]:
+    """(agent, how many of the card's action fields it has) in order; () for a card of one agent."""
+    return tuple((a.name, len(a.action)) for a in header.agents) if header.agents else ()
 
 
 def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
@@ -89,7 +94,7 @@ def _split_front_matter(text: str, where: str) -> tuple[dict, str]:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (schema.CardHeader, schema.ActionField, schema.ActionPart, schema.Camera, schema.TokenizerParams,
+    for model in (schema.CardHeader, schema.Agent, schema.Region, schema.PettingZooSource, schema.ActionField, schema.ActionPart, schema.Camera, schema.TokenizerParams,
                   schema.Instruction, schema.Range, schema.Table, schema.Affine):
         keys.update(model.model_fields)
     return keys
@@ -107,10 +112,11 @@ def check_semantics(card: CardHeader) -> list[str]:
         return [f"action_space_version: unknown version {version}, known: {sorted(action_space.SLOT_COUNT_BY_VERSION)}"]
     table = {s.name: s for s in action_space.slots(version)}
     problems: list[str] = []
-    first_use: dict[str, str] = {}
+    first_use: dict[tuple[str, str], str] = {}  # (agent, slot): agents share slots, fields of one agent never do
     paths: set[str] = set()
-    for i, field in enumerate(card.action):
-        at = f"action[{i}]"
+    owners = [a.name for a in card.agents for _ in a.action] if card.agents else [""] * len(card.action)
+    for i, (field, owner) in enumerate(zip(card.action, owners)):
+        at = card.field_location(i)
         if field.path in paths:
             problems.append(f"{at}.path: '{field.path}' is mapped twice; give each native field one entry")
         paths.add(field.path)
@@ -125,10 +131,10 @@ def check_semantics(card: CardHeader) -> list[str]:
             for k, name in enumerate(part.slots):
                 if name not in table:
                     problems.append(f"{pat}.slots[{k}]: unknown slot '{name}'{did_you_mean(name, table)}")
-                elif name in first_use:
-                    problems.append(f"{pat}.slots[{k}]: slot '{name}' is already filled by {first_use[name]}")
+                elif (owner, name) in first_use:
+                    problems.append(f"{pat}.slots[{k}]: slot '{name}' is already filled by {first_use[owner, name]}")
                 else:
-                    first_use[name] = f"{pat}.slots[{k}]"
+                    first_use[owner, name] = f"{pat}.slots[{k}]"
             if not spans and all(name in table for name in part.slots):
                 problems += [f"{pat}.{p}" for p in _check_part(field, part, [table[n] for n in part.slots])]
     every, chunk = card.frame_every, card.tokenizer.chunk_length
@@ -145,6 +151,10 @@ def check_semantics(card: CardHeader) -> list[str]:
         if inst.location != "constant" and not inst.path:
             problems.append(f"instruction.path: an instruction in the {inst.location} needs its path")
     src = card.source
+    if src.type == "pettingzoo" and not card.agents:
+        problems.append("agents: required for a pettingzoo source: each agent of the scene, in the scene's order")
+    if card.agents and src.type in ("gymnasium", "robosuite"):
+        problems.append(f"agents: a {src.type} source has one agent; list its action fields under 'action'")
     if src.type == "robosuite" and abs(card.control_frequency_hz - src.control_freq) > 1e-9:
         problems.append(f"control_frequency_hz: {card.control_frequency_hz:g}, but source.control_freq is {src.control_freq}; "
                         f"expected the rate the simulator is stepped at")

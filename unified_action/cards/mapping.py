@@ -3,14 +3,16 @@
 The native action of a step is flattened in card order: each action field contributes prod(shape) values
 (a scalar field contributes one). A field maps as a whole or in parts (runs of its flattened values, each with
 its own slots and transform); either way the mapping holds one `FieldMap` per part. The unified vector of an embodiment holds its slots sorted by slot id,
-so two embodiments that share slots also share their order.
+so two embodiments that share slots also share their order. A scene with several agents concatenates its agents'
+vectors in agent order (each sorted by slot id, so one slot appears once per agent), and its native vector their
+native fields likewise; `agent_dims` says how many unified values each agent has.
 
 All conversions are vectorised over any leading batch/time dimensions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 import numpy as np
@@ -59,6 +61,23 @@ class ActionMapping:
     native_dim: int
     native_low: np.ndarray  # the card's declared native range (nan where none was declared)
     native_high: np.ndarray
+    agents: tuple[str, ...] = ()  # a scene's agents in order; () for one agent
+    agent_dims: tuple[int, ...] = ()  # unified values of each agent (they follow one another in `slots`)
+    agent_native_dims: tuple[int, ...] = ()  # native values of each agent, likewise
+
+    def agent_columns(self, a: int) -> slice:
+        """Agent a's values in the unified vector (all of it for a card of one agent)."""
+        if not self.agents:
+            return slice(0, self.dim)
+        start = sum(self.agent_dims[:a])
+        return slice(start, start + self.agent_dims[a])
+
+    def agent_native_columns(self, a: int) -> slice:
+        """Agent a's values in the native vector (all of it for a card of one agent)."""
+        if not self.agents:
+            return slice(0, self.native_dim)
+        start = sum(self.agent_native_dims[:a])
+        return slice(start, start + self.agent_native_dims[a])
 
     @property
     def dim(self) -> int:
@@ -128,8 +147,19 @@ class ActionMapping:
         return out
 
 
-def compile_mapping(fields: list[ActionField], version: int) -> ActionMapping:
-    """Build the mapping of a card whose fields `card.check_semantics` has accepted."""
+def compile_mapping(fields: list[ActionField], version: int, agents: tuple[tuple[str, int], ...] = ()) -> ActionMapping:
+    """Build the mapping of a card whose fields `card.check_semantics` has accepted; `agents`: (name, number of
+    fields) of each agent of a scene, whose fields follow one another in `fields`."""
+    if agents:
+        starts = np.cumsum([0] + [n for _, n in agents])
+        each = [compile_mapping(fields[a:b], version) for a, b in zip(starts, starts[1:])]
+        maps, native_at, out_at = [], 0, 0
+        for m in each:
+            maps += [replace(f, native_start=f.native_start + native_at, out=f.out + out_at) for f in m.fields]
+            native_at, out_at = native_at + m.native_dim, out_at + m.dim
+        return ActionMapping(tuple(maps), tuple(s for m in each for s in m.slots), native_at,
+                             np.concatenate([m.native_low for m in each]), np.concatenate([m.native_high for m in each]),
+                             tuple(name for name, _ in agents), tuple(m.dim for m in each), tuple(m.native_dim for m in each))
     parts = [f.as_parts() for f in fields]
     used = sorted({action_space.slot(name, version).id for ps in parts for p in ps for name in p.slots})
     table = action_space.slots(version)

@@ -131,7 +131,21 @@ class RobosuiteSource(_Strict):
     frame_every: int = Field(default=1, ge=1, le=MAX_FRAME_EVERY)  # as GymnasiumSource's: render a frame every k steps
 
 
-SIMULATOR_SOURCES = ("gymnasium", "robosuite")  # the source types `uact data record` rolls out
+# PettingZoo scenes with several agents (pettingzoo_scenes.py allow-lists them and the keyword arguments each takes)
+PETTINGZOO_SCENES = ("cooperative_pong_v6", "simple_spread_v3")
+
+
+class PettingZooSource(_Strict):
+    """A scene with several agents: the card lists them under `agents`, in the scene's order."""
+    type: Literal["pettingzoo"]
+    scene: Literal[PETTINGZOO_SCENES]  # type: ignore[valid-type]
+    scene_kwargs: dict[str, bool | int | float] = Field(default_factory=dict, max_length=16)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000)
+    sticky_repeat: float = Field(default=0.8, ge=0.0, lt=1.0)  # each agent's discrete behaviour policy
+    frame_every: int = Field(default=1, ge=1, le=MAX_FRAME_EVERY)
+
+
+SIMULATOR_SOURCES = ("gymnasium", "robosuite", "pettingzoo")  # the source types `uact data record` rolls out
 
 
 class RLDSSource(_Strict):
@@ -152,7 +166,7 @@ class NumpySource(_Strict):
     path: str = Field(description="directory of .npy/.npz episodes")
 
 
-Source = Annotated[GymnasiumSource | RobosuiteSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
+Source = Annotated[GymnasiumSource | RobosuiteSource | PettingZooSource | RLDSSource | LeRobotSource | NumpySource, Field(discriminator="type")]
 
 
 class Crop(_Strict):
@@ -336,6 +350,31 @@ class TokenizerParams(BaseModel):
         return dict(self.model_extra or {})
 
 
+MAX_AGENTS = 8  # = the vocabulary's agent section (tokenization/vocabulary.py); a card may list 1..MAX_AGENTS
+
+
+class Region(_Strict):
+    """A part of the frame, as fractions of its width and height (0 = left/top edge, 1 = right/bottom edge)."""
+    left: float = Field(ge=0, le=1)
+    top: float = Field(ge=0, le=1)
+    right: float = Field(ge=0, le=1)
+    bottom: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Region:
+        if self.right <= self.left or self.bottom <= self.top:
+            raise ValueError("expected left < right and top < bottom")
+        return self
+
+
+class Agent(_Strict):
+    """One agent of a scene with several: its name (the simulator's), its action fields exactly as a card's `action`,
+    and optionally the part of the frame its actions move (evaluation's attribution: cooperative pong's paddle half)."""
+    name: str = Field(pattern=SLUG, max_length=64)
+    action: list[ActionField] = Field(min_length=1, max_length=MAX_ITEMS)
+    region: Region | None = None
+
+
 class CardHeader(_Strict):
     name: str = Field(pattern=SLUG, max_length=200)
     pretty_name: Name | None = None
@@ -344,7 +383,10 @@ class CardHeader(_Strict):
     source: Source
     control_frequency_hz: float = Field(gt=0, le=10000)
     cameras: list[Camera] = Field(default_factory=list, max_length=MAX_ITEMS)
-    action: list[ActionField] = Field(min_length=1, max_length=MAX_ITEMS)
+    # The native action fields of the embodiment; a scene with several agents lists them per agent under `agents`
+    # instead, and `action` then holds every agent's fields in agent order, each path as '<agent>/<path>'.
+    action: list[ActionField] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    agents: list[Agent] | None = Field(default=None, min_length=1, max_length=MAX_AGENTS)
     proprio: list[ObservationField] = Field(default_factory=list, max_length=MAX_ITEMS)
     instruction: Instruction | None = None
     tokenizer: TokenizerParams
@@ -354,6 +396,36 @@ class CardHeader(_Strict):
     task_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
     language: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
     size_categories: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _action_or_agents(self) -> CardHeader:
+        if (self.action is None) == (self.agents is None):
+            raise ValueError("expected exactly one of 'action' (one agent) and 'agents' (each agent's action fields)")
+        if self.agents is not None:
+            names = [a.name for a in self.agents]
+            dup = next((n for n in names if names.count(n) > 1), None)
+            if dup is not None:
+                raise ValueError(f"agents: agent name '{dup}' is used twice")
+            fields = [f.model_copy(update={"path": f"{a.name}/{f.path}"}) for a in self.agents for f in a.action]
+            if len(fields) > MAX_ITEMS:
+                raise ValueError(f"agents: {len(fields)} action fields in all, at most {MAX_ITEMS}")
+            object.__setattr__(self, "action", fields)  # frozen: filled once, here
+        return self
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        """The agents in order: () for a card without `agents` (one agent, as every card before them)."""
+        return tuple(a.name for a in self.agents) if self.agents else ()
+
+    def field_location(self, i: int) -> str:
+        """Where `action[i]` was written in the card: 'action[i]', or 'agents[a].action[j]'."""
+        if not self.agents:
+            return f"action[{i}]"
+        for a, agent in enumerate(self.agents):
+            if i < len(agent.action):
+                return f"agents[{a}].action[{i}]"
+            i -= len(agent.action)
+        return f"action[{i}]"
 
     @property
     def frame_every(self) -> int:

@@ -239,7 +239,8 @@ class Stream:
             for i, c in enumerate(mine):
                 rows = slice(i * F, (i + 1) * F)
                 c.update(action_tokens=tb.tokens[rows], action_mask=tb.mask[rows], action_slots=tb.slots[rows].astype(np.int32),
-                         action_steps=tb.steps[rows].astype(np.int32), action_overflow=tb.overflow[rows])
+                         action_steps=tb.steps[rows].astype(np.int32), action_agents=tb.agents[rows].astype(np.int32),
+                         action_overflow=tb.overflow[rows])
 
     # -- per dataset
     def _next_clip(self, d: int) -> dict:

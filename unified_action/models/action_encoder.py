@@ -18,6 +18,12 @@ plus the clip's embodiment token, embedded by the same token table (embodiment i
 A few learned queries then attend over the frame's tokens, padding excluded by the mask. A learned
 always-visible "null" key keeps a frame whose mask is all False (no tokens) well defined instead of a
 softmax over nothing (NaN).
+
+A scene with several agents (max_agents > 0): each token also gets its agent's embedding (agent index + 1; row 0,
+"no agent", stays zero, so a chunk of one agent embeds exactly as without), and one more query per agent slot k
+(a shared query plus agent k's embedding) attends over agent k's tokens alone: a summary per agent, which the
+world model turns into that agent's frame token and action field (models/agents.py). An agent the chunk does not
+have attends to the null key only.
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ def value_features(value: torch.Tensor) -> torch.Tensor:
 
 
 class ActionEncoder(nn.Module):
-    def __init__(self, vocab_size: int, width: int, heads: int, max_tokens: int, queries: int):
+    def __init__(self, vocab_size: int, width: int, heads: int, max_tokens: int, queries: int, max_agents: int = 0):
         super().__init__()
-        self.heads, self.queries = heads, queries
+        self.heads, self.queries, self.max_agents = heads, queries, max_agents
         self.token = nn.Embedding(vocab_size, width)
         self.value = nn.Sequential(nn.Linear(1 + 2 * VALUE_OCTAVES, width), nn.SiLU(), nn.Linear(width, width))
         self._set_value_table(vocab_size)
@@ -71,6 +77,9 @@ class ActionEncoder(nn.Module):
         self.null = nn.Parameter(torch.zeros(1, width))
         self.q_proj = nn.Linear(width, width)
         self.kv_proj = nn.Linear(width, 2 * width)
+        if max_agents:  # only then: exports without agents keep exactly their tensors
+            self.agent = nn.Embedding(max_agents + 1, width, padding_idx=0)
+            self.agent_query = nn.Parameter(torch.zeros(width))
 
     def _set_value_table(self, vocab_size: int) -> None:
         # derived from the vocabulary layout, not learned: kept out of the state dict
@@ -84,10 +93,17 @@ class ActionEncoder(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         nn.init.normal_(self.query, std=0.02)
         nn.init.normal_(self.null, std=0.02)
+        if self.max_agents:
+            nn.init.normal_(self.agent.weight, std=0.02)
+            with torch.no_grad():
+                self.agent.weight[0].zero_()  # "no agent": a chunk of one agent embeds as without agents
+            nn.init.normal_(self.agent_query, std=0.02)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, slots: torch.Tensor, steps: torch.Tensor,
-                embodiment: torch.Tensor) -> torch.Tensor:
-        """tokens, mask, slots, steps [B, F, P]; embodiment [B] token ids -> [B, F, queries, width]."""
+                embodiment: torch.Tensor, agents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens, mask, slots, steps, agents [B, F, P] (agents: each token's agent index, -1 for none; None: all -1);
+        embodiment [B] token ids -> (pooled [B, F, queries, width], per agent [B, F, max_agents, width] or None when
+        the encoder has no agents)."""
         B, Fr, P = tokens.shape
         room = self.position.num_embeddings
         if room < P:
@@ -99,6 +115,9 @@ class ActionEncoder(nn.Module):
              + self.token(embodiment.long())[:, None, None])
         tok = tokens.long()
         h = h + self.value(value_features(self.token_value[tok]).to(h.dtype)) * self.token_has_value[tok, None].to(h.dtype)
+        if self.max_agents:
+            agent = (agents.long() + 1).clamp(0, self.max_agents) if agents is not None else torch.zeros_like(tok)
+            h = h + self.agent(agent)
         h = self.norm(h).reshape(B * Fr, P, -1)
         h = torch.cat([self.null.expand(B * Fr, 1, -1).to(h.dtype), h], dim=1)  # [B*F, 1+P, W]
         keep = torch.cat([mask.new_ones(B, Fr, 1), mask], dim=2).reshape(B * Fr, 1, 1, P + 1).bool()
@@ -108,7 +127,16 @@ class ActionEncoder(nn.Module):
         q = self.q_proj(self.query.to(h.dtype)).reshape(1, self.queries, H, W // H).transpose(1, 2)
         q = q.expand(B * Fr, -1, -1, -1)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # [B*F, H, Q, W/H]: padding never attended
-        return o.transpose(1, 2).reshape(B, Fr, self.queries, W)
+        pooled = o.transpose(1, 2).reshape(B, Fr, self.queries, W)
+        if not self.max_agents:
+            return pooled, None
+        A = self.max_agents
+        ids = agents.long() if agents is not None else torch.full_like(tokens, -1, dtype=torch.long)
+        own = (ids[:, :, None, :] == torch.arange(A, device=ids.device)[None, None, :, None]) & mask[:, :, None].bool()
+        keep_a = torch.cat([own.new_ones(B, Fr, A, 1), own], dim=3).reshape(B * Fr, 1, A, P + 1)
+        qa = self.q_proj((self.agent_query + self.agent.weight[1:]).to(h.dtype)).reshape(1, A, H, W // H).transpose(1, 2)
+        oa = F.scaled_dot_product_attention(qa.expand(B * Fr, -1, -1, -1), k, v, attn_mask=keep_a)  # agent k: its tokens
+        return pooled, oa.transpose(1, 2).reshape(B, Fr, A, W)
 
     def resize_positions(self, max_tokens: int) -> None:
         """Room for `max_tokens` tokens per chunk, keeping the existing position rows (a new embodiment's chunks may be longer)."""

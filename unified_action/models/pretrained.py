@@ -13,7 +13,7 @@ import torch
 
 from unified_action.errors import TrainingError
 from unified_action.tokenization import Registry
-from unified_action.tokenization.vocabulary import VOCAB_VERSION
+from unified_action.tokenization.vocabulary import READABLE_VOCAB_VERSIONS, VOCAB_VERSION
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 FORMAT_VERSION = 1
@@ -25,8 +25,9 @@ def check_tokenizers(config: dict, registry: Registry, where: str, names: list[s
     an edited config.json can't make a changed tokenizer pass."""
     if (Path(where) / WEIGHTS).is_file():
         config = read_export(where, weights=False)[0]
-    if config.get("vocab_version") != VOCAB_VERSION:
-        raise TrainingError(f"{where}: vocabulary version {config.get('vocab_version')}, this library uses {VOCAB_VERSION}")
+    if config.get("vocab_version") not in READABLE_VOCAB_VERSIONS:
+        raise TrainingError(f"{where}: vocabulary version {config.get('vocab_version')}, this library reads "
+                            f"{', '.join(map(str, READABLE_VOCAB_VERSIONS))} (uses {VOCAB_VERSION})")
     have = set(registry.names())
     for name in names if names is not None else config["tokenizers"]:
         want = config["tokenizers"][name]

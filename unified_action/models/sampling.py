@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from unified_action.errors import UnifiedActionError
-from unified_action.models.batch import ACTION_KEYS, BATCH_TENSORS
+from unified_action.models.batch import ACTION_KEYS, BATCH_TENSORS, with_agents
 from unified_action.models.world_model import Conditioning, KVCache, WorldModel, to_pixels, to_uint8
 
 
@@ -135,6 +135,7 @@ def rollout(model: WorldModel, context: torch.Tensor, actions: dict[str, torch.T
     B, C = check_context(model, context, "rollout")
     if steps < 1 or horizon < 0 or guidance < 0:
         raise UnifiedActionError(f"rollout: steps ({steps}) must be >= 1, horizon ({horizon}) >= 0, guidance ({guidance}) >= 0")
+    actions = with_agents(actions)
     missing = [k for k in ACTION_KEYS if k not in actions]
     if missing:
         raise UnifiedActionError(f"rollout: actions: missing {', '.join(missing)}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from unified_action.errors import UnifiedActionError
-from unified_action.models.batch import ACTION_KEYS, BATCH_TENSORS
+from unified_action.models.batch import ACTION_KEYS, BATCH_TENSORS, with_agents
 from unified_action.models.sampling import _Stream, check_context, euler_times
 from unified_action.models.world_model import Conditioning, WorldModel, to_pixels, to_uint8
 
@@ -135,6 +135,7 @@ class StreamingSession:
         return x
 
     def _check_chunks(self, actions: dict, n: int, what: str) -> dict[str, torch.Tensor]:
+        actions = with_agents(actions)
         missing = [k for k in ACTION_KEYS if k not in actions]
         if missing:
             raise UnifiedActionError(f"streaming: {what}: missing {', '.join(missing)}")

@@ -45,8 +45,10 @@ from torch import nn
 
 from unified_action.errors import ConfigError, UnifiedActionError, did_you_mean
 from unified_action.models.action_encoder import ActionEncoder
+from unified_action.models.agents import AgentConditioning
 from unified_action.models.batch import ACTION_KEYS
 from unified_action.models.spec import ModelSpec, register_model
+from unified_action.tokenization.vocabulary import MAX_AGENTS
 
 # Parameter counts (the test holds them to these ranges): tiny ~2.7M, small ~50M, base ~260M, large ~1.0B.
 MODEL_SIZES: dict[str, dict] = {
@@ -101,6 +103,10 @@ class ModelConfig:
     # a ~ U(0, rollout_blur), and the target is the change from that blended frame: the model learns to finish a
     # faint frame from the actions, as a rollout needs (0 = off; a training setting: rollouts never blend)
     rollout_blur: float = 0.5  # measured: it holds the late horizon steps up (benchmarks/README.md, the world model)
+    # scenes with several agents: agent slots the model conditions on one by one (models/agents.py); 0 = none, as
+    # every export before them (their files have no key for it); a mixture with a card that lists agents needs
+    # the vocabulary's MAX_AGENTS (8)
+    max_agents: int = 0
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
@@ -121,6 +127,8 @@ class ModelConfig:
             problems.append(f"context_frames {self.context_frames} must be in [1, max_frames={self.max_frames})")
         if not 0 <= self.action_dropout < 1:
             problems.append(f"action_dropout {self.action_dropout} must be in [0, 1)")
+        if not 0 <= self.max_agents <= MAX_AGENTS:
+            problems.append(f"max_agents {self.max_agents} must be in [0, {MAX_AGENTS}] (the vocabulary's agent section)")
         if not 0 <= self.rollout_blur <= 1:
             problems.append(f"rollout_blur {self.rollout_blur} must be in [0, 1]")
         if problems:
@@ -381,7 +389,9 @@ class WorldModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         W, p, Q = cfg.width, cfg.patch_size, cfg.action_queries
-        self.actions = ActionEncoder(cfg.vocab_size, cfg.action_width, cfg.heads, cfg.max_action_tokens, Q)
+        self.actions = ActionEncoder(cfg.vocab_size, cfg.action_width, cfg.heads, cfg.max_action_tokens, Q, cfg.max_agents)
+        if cfg.max_agents:
+            self.agents = AgentConditioning(cfg.max_agents, cfg.action_width, W)
         self.action_tokens = nn.Linear(cfg.action_width, W)  # each pooled query -> one token beside the patches
         self.action_vector = nn.Linear(Q * cfg.action_width, W)  # all queries -> the adaLN vector's action part
         self.null_tokens = nn.Parameter(torch.zeros(Q, W))  # dropped actions (classifier-free guidance)
@@ -410,6 +420,8 @@ class WorldModel(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         self.actions.init_weights()
+        if self.cfg.max_agents:
+            self.agents.init_weights()
         for prm in (self.null_tokens, self.null_vector, self.token_type,
                     *((self.history_start,) if self.cfg.action_history else ())):
             nn.init.normal_(prm, std=0.02)
@@ -443,9 +455,9 @@ class WorldModel(nn.Module):
     def conditioning(self, batch: dict[str, torch.Tensor], drop: torch.Tensor | None = None) -> Conditioning:
         """Chunks 0..F-2 of the batch's actions -> the conditioning of predicted frames 1..F-1 (frame f follows
         chunk f-1: the actions between frame f-1 and frame f). drop [B] bool: clips given the null action."""
-        acts = {k: batch[k][:, :-1] for k in ACTION_KEYS}
-        q = self.actions(acts["action_tokens"], acts["action_mask"], acts["action_slots"], acts["action_steps"],
-                         batch["embodiment"])  # [B, F-1, Q, Wa]
+        acts = {k: batch[k][:, :-1] for k in ACTION_KEYS if k in batch}  # action_agents may be absent: one agent
+        q, per_agent = self.actions(acts["action_tokens"], acts["action_mask"], acts["action_slots"], acts["action_steps"],
+                                    batch["embodiment"], acts.get("action_agents"))  # [B, F-1, Q, Wa], [B, F-1, A, Wa]
         tokens = self.action_tokens(q) + self.token_type.to(q.dtype)
         vector = self.action_vector(q.flatten(-2))
         if self.cfg.action_history:  # frame f also gets chunk f-2: the actions a control step late still answer
@@ -456,6 +468,9 @@ class WorldModel(nn.Module):
             d = drop.to(q.dtype)
             tokens = tokens * (1 - d[:, None, None, None]) + (self.null_tokens + self.token_type).to(q.dtype) * d[:, None, None, None]
             vector = vector * (1 - d[:, None, None]) + self.null_vector.to(q.dtype) * d[:, None, None]
+        if per_agent is not None:  # a token and a vector term per agent slot (models/agents.py)
+            agent_tokens, agent_vector = self.agents(per_agent, acts.get("action_agents"), drop)
+            tokens, vector = torch.cat([tokens, agent_tokens], 2), vector + agent_vector
         interval = self.interval_embed(interval_features(batch["control_hz"], batch["frame_stride"]))
         return Conditioning(vector + interval[:, None], tokens)
 

@@ -154,6 +154,9 @@ class Controls:
     def __init__(self, card: DataCard, stats: Stats | None = None, start_native: np.ndarray | None = None,
                  chunk_length: int | None = None):
         self.card, self.mapping = card, card.mapping
+        if card.mapping.agents:  # one keyboard, one set of keys per slot: whose d-pad a key presses is not said yet
+            raise UnifiedActionError(f"controls: card '{card.name}' has {len(card.mapping.agents)} agents "
+                                     f"({', '.join(card.mapping.agents)}); uact play drives embodiments of one agent")
         self.hz = float(card.header.control_frequency_hz)
         self.chunk_length = int(chunk_length or card.header.tokenizer.chunk_length)
         version = card.header.action_space_version

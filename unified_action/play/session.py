@@ -161,7 +161,8 @@ class PlaySession:
         native, _ = self.controls.chunk(keys, pad)
         tb = self.emb.tokenizer.encode_native(native[None], self.player.model.cfg.max_action_tokens)
         dev = self.player.device
-        chunk = {"action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots, "action_steps": tb.steps}
+        chunk = {"action_tokens": tb.tokens, "action_mask": tb.mask, "action_slots": tb.slots, "action_steps": tb.steps,
+                 "action_agents": tb.agents}
         frame = self.stream.step({k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in chunk.items()})[0]
         frame = frame.cpu().numpy()
         if self.sim is not None:

@@ -15,6 +15,8 @@ class TokenBatch:
     steps: np.ndarray  # [B, L] time step of a value token, -1 elsewhere
     clipped: np.ndarray  # [B] values clipped to the fitted range (or coefficients to the char range)
     overflow: np.ndarray  # [B] True where the sequence did not fit in L: encoded as <bos> <emb> <unk> <eos>
+    agents: np.ndarray | None = None  # [B, L] agent index of an agent token and its values, -1 elsewhere (tokenizer
+    # fills it: all -1 for an embodiment of one agent)
 
 
 @dataclass

@@ -82,11 +82,13 @@ def fit_tokenizer(card: DataCard, episodes: list[np.ndarray], *, embodiment_toke
         chunk_length=T, slots=tuple(mapping.slot_names), slot_ids=tuple(s.id for s in mapping.slots),
         num_classes=num_classes, max_tokens=0, action_space_version=card.header.action_space_version,
         vocab_version=VOCAB_VERSION, card_sha256=card.content_hash,
+        agents=mapping.agents, agent_dims=mapping.agent_dims,
     )
     kind = get_kind(params.kind)
     spec, model = kind.fit(spec, kind.read_params(params.sections), chunks, stats, bpe_start=bpe_start, rng=rng, log=log)
     tok = ActionTokenizer(replace(spec, max_tokens=kind.length_bound(spec)), stats, model, card)
-    tok = ActionTokenizer(replace(tok.spec, max_tokens=tok.kind.padded_length(chunks)), stats, model, card)
+    padded = tok.min_length if tok.framing else tok.kind.padded_length(chunks)  # agents: every chunk has one length
+    tok = ActionTokenizer(replace(tok.spec, max_tokens=padded), stats, model, card)
     report = roundtrip_report(tok, chunks_of(heldout or train, T, T))
     report["measured_on"] = "held-out episodes" if heldout else "training episodes (only one episode was given)"
     report["created_with"] = f"unified-action {__version__}"

@@ -24,6 +24,7 @@ import numpy as np
 from unified_action.cards import DataCard
 from unified_action.errors import TokenizerError
 from unified_action.tokenization import codecs
+from unified_action.tokenization.agents import AgentFraming
 from unified_action.tokenization.batches import ActionBatch, TokenBatch
 from unified_action.tokenization.kinds import get_kind
 from unified_action.tokenization.normalization import Normalizer, Stats
@@ -55,15 +56,23 @@ class TokenizerSpec:
     bpe_size: int | None = None
     heldout: dict = field(default_factory=dict)  # the round-trip report measured at registration
     format_version: int = FORMAT_VERSION
+    # A scene with several agents (its card's `agents`): their names, and how many of `slots` each has (they follow
+    # one another). Empty for one agent, and then left out of spec.json, which reads as before.
+    agents: tuple[str, ...] = ()
+    agent_dims: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.agents:
+            del d["agents"], d["agent_dims"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> TokenizerSpec:
         d = dict(d)
-        for k in ("slots", "slot_ids", "num_classes"):
-            d[k] = tuple(d[k])
+        for k in ("slots", "slot_ids", "num_classes", "agents", "agent_dims"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -93,6 +102,7 @@ class ActionTokenizer:
         self.normalizer = Normalizer(stats, self.continuous)
         self.slot_ids = np.asarray(spec.slot_ids, dtype=np.int64)
         self.kind = get_kind(spec.kind)(self, bpe_model)
+        self.framing = AgentFraming(self) if spec.agents else None  # several agents: each payload after its agent token
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -111,7 +121,12 @@ class ActionTokenizer:
     def min_length(self) -> int:
         """The shortest padded length allowed (the kind's): every chunk's exact length (bin, discrete), or the
         framing and button tokens of a fast chunk with no BPE piece at all."""
-        return self.kind.min_length
+        return self.framing.min_length if self.framing else self.kind.min_length
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """The scene's agents in order; () for an embodiment of one agent."""
+        return self.spec.agents
 
     # ------------------------------------------------------------------ encode
     def encode(self, actions, length: int | None = None) -> TokenBatch:
@@ -121,12 +136,16 @@ class ActionTokenizer:
         length = self.spec.max_tokens if length is None else int(length)
         if length < self.min_length:
             raise TokenizerError(f"tokenizer '{self.name}': length {length} is too short, at least {self.min_length} needed")
+        if self.framing is not None:
+            return _like(self.framing.encode(x, length), as_torch)
         z, clipped = self.normalizer.normalize(x)
         disc = ~self.continuous
         states, state_clipped = codecs.state_encode(x[..., disc], self.num_classes[disc])
         clipped = clipped + state_clipped.reshape(len(x), -1).sum(1)
         batch = self.kind.encode(z, states, length)
         batch.clipped = batch.clipped + clipped
+        if batch.agents is None:  # one agent
+            batch.agents = np.full_like(batch.slots, -1)
         return _like(batch, as_torch)
 
     def _check_actions(self, x: np.ndarray) -> np.ndarray:
@@ -158,7 +177,7 @@ class ActionTokenizer:
         else:
             fail(t[:, 0] != BOS, "does not start with <bos>")
             fail(t[:, 1] != self.spec.embodiment_token, f"embodiment token is not {self.spec.embodiment_token} ({self.spec.embodiment})")
-            self.kind.decode(t, values, fail)
+            (self.framing or self.kind).decode(t, values, fail)
         valid = reason == ""
         actions = self.normalizer.unnormalize(values)
         actions[~valid] = np.nan

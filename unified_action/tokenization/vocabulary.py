@@ -1,6 +1,8 @@
 """ONE token id space shared by every embodiment: its versioned layout, and the ids allocated so far.
 
-Layout version 1 (ids are half-open ranges; every fixed section has room to grow inside its capacity):
+Layout version 2 (ids are half-open ranges; every fixed section has room to grow inside its capacity). Version 1
+had no agent section (its ids were reserved): every id of version 1 means the same in version 2, so a tokenizer
+or export of version 1 reads unchanged.
 
 | section      | first id | size  | what                                                                  |
 |--------------|---------:|------:|-----------------------------------------------------------------------|
@@ -10,10 +12,12 @@ Layout version 1 (ids are half-open ranges; every fixed section has room to grow
 | bin          |     5136 |   256 | uniform bins over a normalized value in [-1, 1]                       |
 | binary       |     5392 |     2 | button/flag state: off, on                                            |
 | category     |     5394 |   256 | class index of a categorical slot (keyboard keys use all 256)         |
-| (reserved)   |     5650 |  2542 | room for fixed sections of later layout versions                     |
+| agent        |     5650 |     8 | agent k of a scene with several agents (v2): frames its chunk         |
+| (reserved)   |     5658 |  2534 | room for fixed sections of later layout versions                     |
 | bpe          |     8192 |  open | one block per `fast` tokenizer, appended at registration             |
 
-A chunk of actions encodes as `<bos> <embodiment> payload <eos> <pad>...` (see tokenizer.py). Ids in the
+A chunk of actions encodes as `<bos> <embodiment> payload <eos> <pad>...` (see tokenizer.py); a scene with
+several agents as `<bos> <embodiment> <agent 0> payload_0 <agent 1> payload_1 ... <eos> <pad>...`. Ids in the
 fixed sections mean the same for every embodiment, so the world model shares their embeddings; an
 embodiment's BPE block belongs to it alone. Registration only ever appends (a new embodiment id, a new
 BPE block), so ids and encodings of registered tokenizers never change. An id is only free again once no
@@ -26,7 +30,9 @@ from dataclasses import dataclass, field
 
 from unified_action.errors import RegistryError
 
-VOCAB_VERSION = 1
+VOCAB_VERSION = 2
+READABLE_VOCAB_VERSIONS = (1, 2)  # layouts whose ids mean the same as today's (each version only appends a section)
+MAX_AGENTS = 8  # agents of one scene (the agent section's size)
 
 PAD, BOS, EOS, UNK, SEP, MASK = range(6)
 SPECIAL_NAMES = ("<pad>", "<bos>", "<eos>", "<unk>", "<sep>", "<mask>")
@@ -50,7 +56,8 @@ SECTIONS = (
     Section("bin", 5136, 256),
     Section("binary", 5392, 2),
     Section("category", 5394, 256),
-    Section("reserved", 5650, 2542),
+    Section("agent", 5650, 8),
+    Section("reserved", 5658, 2534),
     Section("bpe", 8192, 0),
 )
 _S = {s.name: s for s in SECTIONS}
@@ -59,6 +66,8 @@ SLOT_BASE = _S["slot"].start
 BIN_BASE, NUM_BINS = _S["bin"].start, _S["bin"].size
 BINARY_BASE = _S["binary"].start
 CATEGORY_BASE, CATEGORY_CAPACITY = _S["category"].start, _S["category"].size
+AGENT_BASE = _S["agent"].start
+assert _S["agent"].size == MAX_AGENTS
 BPE_BASE = _S["bpe"].start
 
 

@@ -36,7 +36,7 @@ def shuffled_actions(batch: dict[str, torch.Tensor], dataset: torch.Tensor) -> d
         else:
             reverse[idx] = True
     out = dict(batch)
-    for k in ACTION_KEYS:
+    for k in (k for k in ACTION_KEYS if k in batch):
         a = batch[k][src.to(batch[k].device)]
         flipped = a.flip(1)
         out[k] = torch.where(reverse.to(a.device)[:, None, None], flipped, a)

@@ -51,6 +51,9 @@ class TokenizerKind(ABC):
     has_model: ClassVar[bool] = False
     model_name: ClassVar[str] = "model"  # what the stored model is, for error messages
     framing: ClassVar[int] = 3  # tokens besides the payload: <bos> <embodiment> <eos> (fast adds <sep>)
+    # Whether a scene's agents can each have their payload framed by an agent token (tokenization/agents.py): needs a
+    # payload of one fixed length per chunk
+    frames_agents: ClassVar[bool] = False
 
     def __init__(self, tok: ActionTokenizer, model: bytes | None):
         self.tok = tok

@@ -36,10 +36,18 @@ def check_card(card: DataCard) -> list[str]:
                             f"them; remove them or set kind: {key}")
         else:
             problems.append(f"{at}: unknown field{did_you_mean(key, own)}")
-    why = kind.check_slots(card.mapping.slots)
-    if why:
-        fits = [n for n in kind_names() if get_kind(n).check_slots(card.mapping.slots) is None]
-        problems.append(f"{where}: tokenizer.kind: {why}" + (f"; use {' or '.join(repr(n) for n in fits)}" if fits else ""))
+    m = card.mapping
+    groups = [m.slots[m.agent_columns(a)] for a in range(len(m.agents))] if m.agents else [m.slots]
+    for slots in groups:  # a scene's agents each carry their own slots
+        why = kind.check_slots(slots)
+        if why:
+            fits = [n for n in kind_names() if get_kind(n).check_slots(slots) is None]
+            problems.append(f"{where}: tokenizer.kind: {why}" + (f"; use {' or '.join(repr(n) for n in fits)}" if fits else ""))
+            break
+    if m.agents and not kind.frames_agents:
+        fits = [n for n in kind_names() if get_kind(n).frames_agents]
+        problems.append(f"{where}: tokenizer.kind: '{kind.name}' cannot frame several agents' chunks; use "
+                        f"{' or '.join(repr(n) for n in fits)}")
     return problems
 
 

@@ -17,6 +17,8 @@ from unified_action.tokenization.vocabulary import EOS, PAD
 class FlatLayout(TokenizerKind):
     """Not registered itself: the layout `bin` and `discrete` share."""
 
+    frames_agents = True  # every payload is T x D tokens
+
     @property
     def min_length(self) -> int:
         return self.framing + self.tok.horizon * self.tok.dim
