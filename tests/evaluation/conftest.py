@@ -41,13 +41,13 @@ def _one_thread():
         yield
 
 
-def train_tiny(registry: Registry, dataset: str, steps: int) -> WorldModel:
+def train_tiny(registry: Registry, dataset: str, steps: int, episodes=(0, 3), **overrides) -> WorldModel:
     names = registry.names()
     torch.manual_seed(0)
     model = WorldModel(model_config("tiny", image_size=(32, 32), vocab_size=registry.vocabulary().size,
                                     max_action_tokens=max(registry.load(n).spec.max_tokens for n in names),
-                                    max_frames=4, context_frames=2, depth=1))
-    cfg = LoaderConfig(datasets=(MixtureEntry(dataset, episodes=(0, 3)),), registry=str(registry.root), context_frames=2,
+                                    max_frames=4, context_frames=2, depth=1, **overrides))
+    cfg = LoaderConfig(datasets=(MixtureEntry(dataset, episodes=tuple(episodes)),), registry=str(registry.root), context_frames=2,
                        future_frames=2, image_size=(32, 32), batch_size=4, seed=0,
                        max_action_tokens=model.cfg.max_action_tokens)
     loader = ClipLoader(cfg, rank=0, world_size=1)

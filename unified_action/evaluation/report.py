@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from unified_action.atomic import writing
+from unified_action.evaluation import metrics as M
 from unified_action.evaluation.rollouts import METRICS, DatasetResult, EvalResult, Example
 from unified_action.outputs import OutputKind, fresh_tmp, replace_dir
 
@@ -155,6 +156,11 @@ def _section(r: DatasetResult, files: dict[str, list[Path]]) -> str:
              f"<p>{r.clips} held-out clips of episodes [{r.episodes[0]}, {r.episodes[1]}) of <code>{e(r.path)}</code></p>",
              *(f'<p class="note">{e(n)}</p>' for n in r.notes),
              f"<table><tr>{head}</tr>{body}</table>"]
+    if r.agents:  # one agent's actions swapped at a time (evaluation/agents.py)
+        rows = "".join(f"<tr><td>{e(a)}</td><td>{M.overall(m['dpsnr']):.2f}</td><td>{M.overall(m['action_accuracy']):.2f}</td>"
+                       f"<td>{m['attribution']:.1f}</td><td>{m['share']:.2f}</td></tr>" for a, m in r.agents.items())
+        parts.append("<table><tr><th>agent swapped</th><th>dPSNR (dB)</th><th>action accuracy</th>"
+                     f"<th>change in its region / elsewhere</th><th>share in its region</th></tr>{rows}</table>")
     for p in files[r.name]:
         parts.append(f'<figure><img src="{_data_uri(p)}" alt="{e(p.name)}"><figcaption>{e(p.name)}</figcaption></figure>')
     return "\n".join(parts)
@@ -233,6 +239,10 @@ def write_report(result: EvalResult, out: str | Path, reference: EvalResult | No
                 frames = gif_frames(ex)
                 frames[0].save(gif, save_all=True, append_images=frames[1:], duration=250, loop=0)
                 files[r.name] += [png, gif]
+            for i, (agent, ex) in enumerate(r.agent_examples):  # one strip per swapped agent
+                png = tmp / f"{stem}_agent_{_clean_name(agent)}_clip{i}.png"
+                strip(ex).save(png)
+                files[r.name].append(png)
         metrics = result.to_json()
         if reference is not None:
             metrics["reference"] = {"label": reference_label, **reference.to_json()}

@@ -77,6 +77,10 @@ class DatasetResult:
     examples: list[Example] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tokenizer: str = ""  # the tokenizer that encoded its actions: the card's own (name), or a shared-slot one
+    # a scene with several agents (evaluation/agents.py): agent -> {"dpsnr", "action_accuracy": [clips, horizon],
+    # "attribution", "share"}, and strips with one agent's actions swapped
+    agents: dict = field(default_factory=dict)
+    agent_examples: list = field(default_factory=list)
 
     @property
     def clips(self) -> int:
@@ -118,6 +122,11 @@ class EvalResult:
                 "keys": r.keys, "counterfactual_keys": r.counterfactual_keys, "notes": r.notes,
                 "overall": {k: clean(v) for k, v in r.overall().items()},
                 "per_step": {k: clean(v) for k, v in r.steps().items()},
+                **({"agents": {a: {"dpsnr": clean(M.overall(m["dpsnr"])),
+                                   "action_accuracy": clean(M.overall(m["action_accuracy"])),
+                                   "attribution": clean(m["attribution"]), "share": clean(m["share"]),
+                                   "per_step": {k: clean(M.per_step(m[k])) for k in ("dpsnr", "action_accuracy")}}
+                               for a, m in r.agents.items()}} if r.agents else {}),
             } for r in self.datasets},
         }
 
@@ -232,6 +241,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
     N = len(keys)
     vals = {k: np.full((N, H), np.nan) for k in METRICS}
     cf_all = np.zeros_like(data["frames"][:, C:])  # every clip's rollout under the other actions, for the truth
+    gen_all = np.zeros_like(cf_all)  # and under the real ones, for the per-agent swaps
     kept: list[Example] = []
     bar = tqdm(total=N, desc=f"rollouts {ds.name}", unit="clip", leave=False, disable=not progress)
     bs = 8
@@ -248,6 +258,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
         gen = rollout(model, context, acts, emb, hz, horizon=H, steps=steps, frame_stride=stride, guidance=guidance,
                       min_change=min_change).cpu().numpy()
         vals["psnr"][idx], vals["ssim"][idx] = M.psnr(real, gen), M.ssim(real, gen)
+        gen_all[idx] = gen
         last = np.repeat(frames[:, C - 1:C], H, axis=1)
         vals["baseline_psnr"][idx], vals["baseline_ssim"][idx] = M.psnr(real, last), M.ssim(real, last)
         has_cf = np.array([partner[i] is not None for i in idx])
@@ -284,8 +295,16 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
                          f"where the real future and the truth under the other actions differ (PSNR < {TRUTHS_DIFFER_DB:g} dB)")
         for j, ex in enumerate(kept):
             ex.truth = truth[j] if ok[j] else None
+    agents, agent_examples = {}, []
+    if tok.agents and any(p is not None for p in partner):  # one agent's actions swapped at a time
+        from unified_action.evaluation.agents import evaluate_agents
+
+        agents, agent_examples = evaluate_agents(model, ds, tok, data, pool, partner, C=C, H=H, steps=steps, seed=seed,
+                                                 device=device, guidance=guidance, min_change=min_change,
+                                                 gen_all=gen_all, examples=min(examples, 1), aspect=aspect,
+                                                 progress_note=notes)
     return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys), partner_keys, vals, kept, notes,
-                         tokenizer=tok_name)
+                         tokenizer=tok_name, agents=agents, agent_examples=agent_examples)
 
 
 def check_embodiments(paths: list[Path], config: dict, registry: Registry | None = None,

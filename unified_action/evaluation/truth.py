@@ -41,20 +41,23 @@ def _split_key(key: str) -> tuple[int, int]:
 
 
 def _native_actions(ds: ShardDataset, episodes: set[int]) -> dict[int, np.ndarray]:
-    """Native actions [T, ...] of the given episode ids (manifest ids), read from the shards."""
-    path = ds.card.header.action[0].path
+    """Native actions [T, native_dim] (the card's fields flattened in order: every agent's of a scene) of the given
+    episode ids (manifest ids), read from the shards."""
+    fields = ds.card.header.action
     out = {}
     for ep in ds.iter_episodes():
         if ep.index in episodes:
-            out[ep.index] = ep.actions[path]
+            T = len(ep.actions[fields[0].path])
+            out[ep.index] = np.concatenate([ep.actions[f.path].reshape(T, -1) for f in fields], axis=1)
     return out
 
 
 def simulator_truth(ds: ShardDataset, keys: list[str], partner_keys: list[str | None], last_context: np.ndarray,
                     context_frames: int, stride: int, horizon: int, image_size: tuple[int, int],
-                    aspect: str = DEFAULT_ASPECT) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                    aspect: str = DEFAULT_ASPECT, swap_agent: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """-> (truth uint8 [N, H, h, w, 3] under each clip's partner actions, has_truth bool [N], notes).
-    `last_context`: each clip's last context frame as the loader gave it [N, h, w, 3]: the replay's check."""
+    `last_context`: each clip's last context frame as the loader gave it [N, h, w, 3]: the replay's check.
+    `swap_agent`: of a scene with several agents, only this agent takes the partner's actions, the others their own."""
     from unified_action.sims import Replayer
 
     src = ds.manifest.get("source", {})
@@ -79,6 +82,12 @@ def simulator_truth(ds: ShardDataset, keys: list[str], partner_keys: list[str | 
             (ep, start), (pep, pstart) = _split_key(key), _split_key(partner)
             k = start + offset  # own actions up to the last context frame, then the partner's from its last context frame
             then = actions[pep][pstart + offset: pstart + offset + horizon * stride]
+            if swap_agent is not None:
+                own = actions[ep][k: k + horizon * stride].copy()
+                cols = ds.card.mapping.agent_native_columns(swap_agent)
+                if len(own) == len(then):
+                    own[:, cols] = then[:, cols]
+                then = own
             if len(then) < horizon * stride:
                 ended += 1
                 continue

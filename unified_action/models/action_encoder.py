@@ -110,8 +110,10 @@ class ActionEncoder(nn.Module):
             raise UnifiedActionError(f"model: action chunks of {P} tokens, the model has room for {room} "
                                      f"(max_action_tokens)")
         pos = torch.arange(P, device=tokens.device)
+        if self.max_agents and agents is not None:  # a token of agent k: its place within k's chunk, as for agent 0
+            pos = _within_agent(agents.long(), pos)
         h = (self.token(tokens) + self.slot((slots.long() + 1).clamp(0, SLOT_CAPACITY))
-             + self.step((steps.long() + 1).clamp(0, MAX_STEPS)) + self.position(pos)
+             + self.step((steps.long() + 1).clamp(0, MAX_STEPS)) + self.position(pos.clamp(max=room - 1))
              + self.token(embodiment.long())[:, None, None])
         tok = tokens.long()
         h = h + self.value(value_features(self.token_value[tok]).to(h.dtype)) * self.token_has_value[tok, None].to(h.dtype)
@@ -146,6 +148,17 @@ class ActionEncoder(nn.Module):
         """Grow the token table to `vocab_size` rows, keeping the existing rows (new ids start near zero)."""
         self.token = _grown(self.token, vocab_size)
         self._set_value_table(vocab_size)
+
+
+def _within_agent(agents: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Positions [B, F, P] where each agent's tokens (its agent token, then its values) count from where agent 0's
+    start (position 2, after <bos> <embodiment>): the agent embedding says whose they are, so agent k's tokens share
+    agent 0's position rows, and a scene with more agents than any trained one still has every row it needs.
+    Tokens of no agent keep their place."""
+    new_run = (agents >= 0) & torch.cat([torch.ones_like(agents[..., :1], dtype=torch.bool),
+                                          agents[..., 1:] != agents[..., :-1]], -1)
+    start = torch.cummax(torch.where(new_run, pos, torch.zeros_like(pos)), dim=-1).values
+    return torch.where(agents >= 0, 2 + pos - start, pos.expand_as(agents))
 
 
 def _grown(emb: nn.Embedding, rows: int) -> nn.Embedding:

@@ -26,11 +26,11 @@ class AgentConditioning(nn.Module):
         self.max_agents = max_agents
         self.tokens = nn.Linear(action_width, width)
         self.vector = nn.Linear(action_width, width)
-        self.type = nn.Parameter(torch.zeros(max_agents, width))  # which agent slot a token speaks for
+        self.slot_type = nn.Parameter(torch.zeros(max_agents, width))  # which agent slot a token speaks for
         self.null = nn.Parameter(torch.zeros(max_agents, width))  # the dropped action of each slot
 
     def init_weights(self) -> None:
-        nn.init.normal_(self.type, std=0.02)
+        nn.init.normal_(self.slot_type, std=0.02)
         nn.init.normal_(self.null, std=0.02)
 
     def forward(self, pooled: torch.Tensor, agents: torch.Tensor | None, drop: torch.Tensor | None
@@ -43,10 +43,10 @@ class AgentConditioning(nn.Module):
         else:
             ids = torch.arange(A, device=agents.device)
             present = (agents.long()[:, :, None, :] == ids[None, None, :, None]).any(-1).to(pooled.dtype)
-        tokens = self.tokens(pooled) + self.type.to(pooled.dtype)
+        tokens = self.tokens(pooled) + self.slot_type.to(pooled.dtype)
         vector = (self.vector(pooled) * present[..., None]).sum(2)
         if drop is not None:
             d = drop.to(pooled.dtype)[:, None, None]
-            tokens = tokens * (1 - d[..., None]) + (self.null + self.type).to(pooled.dtype) * d[..., None]
+            tokens = tokens * (1 - d[..., None]) + (self.null + self.slot_type).to(pooled.dtype) * d[..., None]
             vector = vector * (1 - d)
         return tokens, vector
