@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 from data.conftest import record
-from evaluation.conftest import one_thread, train_tiny
 
+from evaluation.conftest import one_thread, train_tiny
 from unified_action.evaluation import evaluate
 from unified_action.evaluation.agents import attribution, region_mask, swap_agent
 from unified_action.evaluation.report import write_report
@@ -56,7 +56,7 @@ def test_each_paddle_is_swapped_alone_and_judged_against_the_simulator(tmp_path)
                           seed=0, examples=1, progress=False)
     r = result.datasets[0]
     assert list(r.agents) == ["paddle_0", "paddle_1"]
-    for name, m in r.agents.items():
+    for m in r.agents.values():
         assert m["dpsnr"].shape == (r.clips, 3) and np.isfinite(m["dpsnr"]).any()
         assert np.isfinite(m["attribution"]) and 0 <= m["share"] <= 1  # both cards' paddles have a region
         assert m["action_accuracy"].shape == (r.clips, 3)
