@@ -46,9 +46,9 @@ def _mean(x):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=48)
-    ap.add_argument("--pretrain-steps", type=int, default=800)
+    ap.add_argument("--pretrain-steps", type=int, default=1600, help="8 clips a step (2 processes x 4)")
     ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--procs", type=int, default=1, help="pretraining processes (one thread each)")
+    ap.add_argument("--procs", type=int, default=2, help="pretraining processes (one thread each)")
     ap.add_argument("--work", default="runs/multiagent")
     ap.add_argument("--out", default=str(RESULTS / "multiagent.json"))
     ap.add_argument("--quick", action="store_true", help="8 episodes, 40 steps, 6 clips")

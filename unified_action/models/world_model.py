@@ -26,7 +26,9 @@ How actions get in (a world model that ignores its actions is the field's most r
 - some clips are trained with temporal attention cut to each frame alone (the motion must come from the
   actions), and the frames a rollout generates are trained from inputs blended toward the frame before
   (rollout blur: a rollout's own frames are faint where it was unsure);
-- clips are weighted by 1 / (mean squared change + balance_eps), so a scrolling road does not own the gradient.
+- clips are weighted by 1 / (mean squared change + balance_eps), so a scrolling road does not own the gradient;
+- a scene with several agents (max_agents > 0): each agent's tokens pooled on their own into a frame token and a
+  term of the conditioning vector, per agent slot (models/agents.py).
 
 Blocks: spatial attention within a frame, then causal temporal attention across frames at each token
 position (rotary positions, a sliding window of max_frames - 1 frames: the KV cache keeps it at rollout),
