@@ -130,3 +130,18 @@ def test_a_hostile_length_in_meta_is_refused_before_anything_is_listed():
     s["meta.json"] = json.dumps(meta | {"length": 10**12}).encode()
     with pytest.raises(DataError, match=r"meta.json: length 1000000000000, expected 1\.\.10000000"):
         check_complete(s, sample_meta(s, "x"), "x")
+
+
+def test_npy_members_round_trip_and_other_headers_are_refused():
+    """npy_load reads np.save's header by a fixed pattern (no ast.literal_eval: cpython#106905 made it fail in a loader
+    worker): every dtype and shape stored here round-trips; a header np.save does not write for them is a ValueError."""
+    from unified_action.data.shards import npy_bytes, npy_load
+
+    for a in (np.arange(30.0).reshape(10, 3), np.arange(5), np.float32(3).reshape(()), np.zeros((2, 3, 4), np.uint8),
+              np.zeros((0, 7)), np.array([True, False]), np.arange(6, dtype=">i4"), np.ones(3, np.float16)):
+        b = npy_load(npy_bytes(a))
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b) and b.flags.writeable
+    for bad in (b"junk", npy_bytes(np.array(["a"])), npy_bytes(np.asfortranarray(np.ones((2, 3)))),
+                b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8'}\n"):
+        with pytest.raises(ValueError):
+            npy_load(bad)

@@ -30,6 +30,7 @@ def inputs(cfg: ModelConfig, frames: int, B: int = 2, C: int = 2, P: int = 6, se
                "action_mask": mask,
                "action_slots": torch.randint(0, 8, (B, frames, P), generator=g).where(mask, -1),
                "action_steps": torch.randint(0, 4, (B, frames, P), generator=g).where(mask, -1)}
+    actions["action_agents"] = torch.full_like(actions["action_slots"], -1)  # one agent, as the loader writes it
     context = torch.randint(0, 256, (B, C, *cfg.image_size, 3), generator=g, dtype=torch.uint8)
     return context, actions
 

@@ -87,19 +87,35 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# The header np.save writes for the arrays stored here (NEP 1): a dict literal of a simple dtype, C order and a shape.
+# Read by this pattern, not by numpy's reader, which parses it with ast.literal_eval: CPython 3.11.7's AST constructor
+# can fail spuriously ("AST constructor recursion depth mismatch", cpython#106905, fixed in 3.11.8), and did in a
+# DataLoader worker; the pattern is also bounded work for any header.
+_NPY_HEADER = re.compile(rb"\{'descr': '(?P<descr>[<>|=][biuf]\d{1,2})', 'fortran_order': False, "
+                         rb"'shape': \((?P<shape>(?:\d{1,19}, )*\d{0,19},?)\), \} *\n")
+
+
 def npy_load(data: bytes) -> np.ndarray:
     """An .npy member's array. Its header is checked against the member's size before anything is allocated: a
     header may claim any shape (10**13 x 2) in a file of a few hundred bytes. Raises ValueError on bad bytes."""
-    f = io.BytesIO(data)
-    version = np.lib.format.read_magic(f)
-    if version not in ((1, 0), (2, 0)):  # what numpy writes for every dtype this package stores
-        raise ValueError(f"npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(f)
+    if data[:6] != b"\x93NUMPY" or len(data) < 10:
+        raise ValueError("not an npy member (no \\x93NUMPY magic)")
+    major = data[6]
+    if (major, data[7]) not in ((1, 0), (2, 0)):  # what numpy writes for every dtype this package stores
+        raise ValueError(f"npy format version {major}.{data[7]}, expected 1.0 or 2.0")
+    size_bytes = 2 if major == 1 else 4
+    start = 8 + size_bytes
+    header = data[start: start + int.from_bytes(data[8:start], "little")]
+    m = _NPY_HEADER.fullmatch(header)
+    if m is None:
+        raise ValueError(f"an npy header np.save does not write for a plain array: {header[:80]!r}")
+    shape = tuple(int(x) for x in m["shape"].decode().replace(" ", "").split(",") if x)
+    dtype = np.dtype(m["descr"].decode())
+    offset = start + len(header)
     need = dtype.itemsize * int(np.prod(shape, dtype=object))  # Python ints: no overflow for any claimed shape
-    if dtype.hasobject or need != len(data) - f.tell():
-        raise ValueError(f"the header's shape {shape} of {dtype} is {need} bytes, the member holds {len(data) - f.tell()}")
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    if need != len(data) - offset:
+        raise ValueError(f"the header's shape {shape} of {dtype} is {need} bytes, the member holds {len(data) - offset}")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).copy()
 
 
 def frame_member(camera: str, t: int, ext: str) -> str:
