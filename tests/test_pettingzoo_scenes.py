@@ -113,6 +113,12 @@ def test_an_unknown_scene_or_kwarg_is_a_one_line_value_error(name, kwargs, culpr
     assert culprit in str(e.value) and "\n" not in str(e.value)
 
 
+def test_the_card_schema_allows_exactly_the_scenes_this_module_can_make():
+    from unified_action.cards.schema import PETTINGZOO_SCENES as CARD_SCENES
+
+    assert set(CARD_SCENES) == set(PETTINGZOO_SCENES)
+
+
 def test_the_allow_lists_name_the_same_scenes():
     assert set(PETTINGZOO_SCENES) == set(ALLOWED_KWARGS) == {"cooperative_pong_v6", "simple_spread_v3"}
     assert all(m.startswith(("pettingzoo.", "mpe2.")) for m in PETTINGZOO_SCENES.values())

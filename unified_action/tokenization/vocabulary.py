@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from unified_action.cards.schema import MAX_AGENTS  # agents of one scene: the agent section's size
 from unified_action.errors import RegistryError
 
 VOCAB_VERSION = 2
 READABLE_VOCAB_VERSIONS = (1, 2)  # layouts whose ids mean the same as today's (each version only appends a section)
-MAX_AGENTS = 8  # agents of one scene (the agent section's size)
 
 PAD, BOS, EOS, UNK, SEP, MASK = range(6)
 SPECIAL_NAMES = ("<pad>", "<bos>", "<eos>", "<unk>", "<sep>", "<mask>")
