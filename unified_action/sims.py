@@ -127,10 +127,10 @@ def _open(card: DataCard):
     for c in card.header.cameras:
         if c.key != "render" and c.key != "observation" and not c.key.startswith("observation/"):
             raise DataError(f"{card.name}: cameras.{c.name}.key: '{c.key}', expected 'render', 'observation' or 'observation/...'")
-    n_fields, several = len(card.header.action), bool(card.header.agents)
-    if n_fields != (len(card.header.agents) if several else 1) or (several and card.header.source.type != "pettingzoo"):
-        want = "one action field per agent, in a pettingzoo card" if several else "one action field"
-        raise DataError(f"{card.name}: action: a simulator card has {want}, found {n_fields}")
+    agents = card.header.agents  # only a pettingzoo card has them (card.check_semantics)
+    if len(card.header.action) != (len(agents) if agents else 1):
+        want = "one action field per agent" if agents else "one action field"
+        raise DataError(f"{card.name}: action: a simulator card has {want}, found {len(card.header.action)}")
     env = make_env(card, render_mode="rgb_array" if renders else None)
     _cheap_mujoco_rendering(env)
     return env, tuple(card.header.action)

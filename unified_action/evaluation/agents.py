@@ -17,11 +17,9 @@ values (the card's fields of agent k).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from unified_action.evaluation import metrics as M
 from unified_action.models.batch import ACTION_KEYS
-from unified_action.models.sampling import rollout
 
 
 def swap_agent(acts: dict[str, np.ndarray], partner: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
@@ -49,13 +47,15 @@ def attribution(gen: np.ndarray, swapped: np.ndarray, mask: np.ndarray) -> tuple
             float(inside / total) if total > 0 else float("nan"))
 
 
-def evaluate_agents(model, ds, tok, data: dict, pool: dict, partner: list[int | None], *, C: int, H: int, steps: int,
-                    seed: int, device: torch.device, guidance: float, min_change: float, gen_all: np.ndarray,
-                    examples: int, aspect: str, progress_note: list[str]) -> tuple[dict, list]:
+def evaluate_agents(model, ds, tok, data: dict, pool: dict, partner: list[int | None], roll: dict, *,
+                    gen_all: np.ndarray, examples: int, aspect: str, progress_note: list[str]) -> tuple[dict, list]:
     """Every agent of `tok` swapped in turn -> ({agent: {"dpsnr": [N, H], "action_accuracy": [N, H], "attribution",
-    "share"}}, [(agent, Example)] strips). `gen_all`: the rollouts under the real actions (the same noise is used)."""
-    from unified_action.evaluation.rollouts import Example
+    "share"}}, [(agent, Example)] strips). `roll`: rollouts.batch_rollout's settings; `gen_all`: the rollouts under
+    the real actions (batch_rollout gives the swapped ones the same noise)."""
+    from unified_action.evaluation.rollouts import ROLLOUT_BATCH, Example, batch_rollout
     from unified_action.evaluation.truth import has_simulator, simulator_truth, truth_metrics
+
+    C, H = roll["C"], roll["H"]
 
     N = len(data["key"])
     frames = data["frames"]
@@ -69,15 +69,9 @@ def evaluate_agents(model, ds, tok, data: dict, pool: dict, partner: list[int | 
     for k, name in enumerate(tok.agents):
         swapped_acts = swap_agent({key: data[key] for key in ACTION_KEYS}, other, k)
         sw = np.zeros_like(real)
-        for s in range(0, N, 8):
-            idx = np.arange(s, min(N, s + 8))
-            torch.manual_seed(seed + s)  # the noise of the real-action rollout of this batch
-            sw[idx] = rollout(model, torch.from_numpy(frames[idx, :C]).to(device),
-                              {key: torch.from_numpy(v[idx]).to(device) for key, v in swapped_acts.items()},
-                              torch.from_numpy(data["embodiment"][idx]).to(device),
-                              torch.from_numpy(data["control_hz"][idx]).to(device), horizon=H, steps=steps,
-                              frame_stride=torch.from_numpy(data["frame_stride"][idx]).to(device), guidance=guidance,
-                              min_change=min_change).cpu().numpy()
+        for s in range(0, N, ROLLOUT_BATCH):
+            idx = np.arange(s, min(N, s + ROLLOUT_BATCH))
+            sw[idx] = batch_rollout(model, data, idx, {key: v[idx] for key, v in swapped_acts.items()}, **roll)
         dpsnr = np.where(has[:, None], M.psnr(real, gen_all) - M.psnr(real, sw), np.nan)
         accuracy = np.full((N, H), np.nan)
         truth = ok = None

@@ -206,6 +206,22 @@ def pick_counterfactuals(keys: list[str], pool_keys: list[str]) -> list[int | No
     return out
 
 
+ROLLOUT_BATCH = 8  # clips rolled out together
+
+
+def batch_rollout(model, data: dict, idx: np.ndarray, acts: dict[str, np.ndarray], *, C: int, H: int, steps: int, seed: int,
+                  guidance: float, min_change: float, device: torch.device) -> np.ndarray:
+    """Clips `idx` of `data` (collect_clips' arrays; one batch, starting at idx[0]) from their first C frames under the
+    ACTION_KEYS arrays `acts` -> uint8 [len(idx), H, h, w, 3]. The noise comes from seed + idx[0]: a batch's rollouts
+    under the real, the other and one agent's swapped actions all draw the same noise, so they differ by the actions."""
+    torch.manual_seed(seed + int(idx[0]))
+    on = {k: torch.from_numpy(data[k][idx]).to(device) for k in ("embodiment", "control_hz", "frame_stride")}
+    return rollout(model, torch.from_numpy(data["frames"][idx, :C]).to(device),
+                   {k: torch.from_numpy(v).to(device) for k, v in acts.items()}, on["embodiment"], on["control_hz"],
+                   horizon=H, steps=steps, frame_stride=on["frame_stride"], guidance=guidance,
+                   min_change=min_change).cpu().numpy()
+
+
 def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tuple[int, int] | None, *, context_frames: int,
                      horizon: int, clips: int, steps: int, seed: int, device: torch.device, examples: int = 3,
                      guidance: float = 1.0, min_change: float = 0.0, progress: bool = True, aspect: str = DEFAULT_ASPECT,
@@ -244,19 +260,12 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
     gen_all = np.zeros_like(cf_all)  # and under the real ones, for the per-agent swaps
     kept: list[Example] = []
     bar = tqdm(total=N, desc=f"rollouts {ds.name}", unit="clip", leave=False, disable=not progress)
-    bs = 8
-    for s in range(0, N, bs):
-        idx = np.arange(s, min(N, s + bs))
+    roll = dict(C=C, H=H, steps=steps, seed=seed, guidance=guidance, min_change=min_change, device=device)
+    for s in range(0, N, ROLLOUT_BATCH):
+        idx = np.arange(s, min(N, s + ROLLOUT_BATCH))
         frames = data["frames"][idx]
         real = frames[:, C:]
-        context = torch.from_numpy(frames[:, :C]).to(device)
-        emb = torch.from_numpy(data["embodiment"][idx]).to(device)
-        hz = torch.from_numpy(data["control_hz"][idx]).to(device)
-        stride = torch.from_numpy(data["frame_stride"][idx]).to(device)
-        acts = {k: torch.from_numpy(data[k][idx]).to(device) for k in ACTION_KEYS}
-        torch.manual_seed(seed + s)  # the same noise for the real and the counterfactual rollout of a batch
-        gen = rollout(model, context, acts, emb, hz, horizon=H, steps=steps, frame_stride=stride, guidance=guidance,
-                      min_change=min_change).cpu().numpy()
+        gen = batch_rollout(model, data, idx, {k: data[k][idx] for k in ACTION_KEYS}, **roll)
         vals["psnr"][idx], vals["ssim"][idx] = M.psnr(real, gen), M.ssim(real, gen)
         gen_all[idx] = gen
         last = np.repeat(frames[:, C - 1:C], H, axis=1)
@@ -265,10 +274,7 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
         cf = None
         if has_cf.any():
             src = np.array([partner[i] if partner[i] is not None else 0 for i in idx])
-            cf_acts = {k: torch.from_numpy(pool[k][src]).to(device) for k in ACTION_KEYS}
-            torch.manual_seed(seed + s)
-            cf = rollout(model, context, cf_acts, emb, hz, horizon=H, steps=steps, frame_stride=stride,
-                         guidance=guidance, min_change=min_change).cpu().numpy()
+            cf = batch_rollout(model, data, idx, {k: pool[k][src] for k in ACTION_KEYS}, **roll)
             cf_psnr = np.where(has_cf[:, None], M.psnr(real, cf), np.nan)
             vals["counterfactual_psnr"][idx] = cf_psnr
             vals["dpsnr"][idx] = vals["psnr"][idx] - cf_psnr
@@ -299,10 +305,8 @@ def evaluate_dataset(model, registry: Registry, path: str | Path, episodes: tupl
     if tok.agents and any(p is not None for p in partner):  # one agent's actions swapped at a time
         from unified_action.evaluation.agents import evaluate_agents
 
-        agents, agent_examples = evaluate_agents(model, ds, tok, data, pool, partner, C=C, H=H, steps=steps, seed=seed,
-                                                 device=device, guidance=guidance, min_change=min_change,
-                                                 gen_all=gen_all, examples=min(examples, 1), aspect=aspect,
-                                                 progress_note=notes)
+        agents, agent_examples = evaluate_agents(model, ds, tok, data, pool, partner, roll, gen_all=gen_all,
+                                                 examples=min(examples, 1), aspect=aspect, progress_note=notes)
     return DatasetResult(ds.name, str(ds.root), tok.spec.embodiment, rng, list(keys), partner_keys, vals, kept, notes,
                          tokenizer=tok_name, agents=agents, agent_examples=agent_examples)
 

@@ -113,7 +113,7 @@ class ActionEncoder(nn.Module):
         if self.max_agents and agents is not None:  # a token of agent k: its place within k's chunk, as for agent 0
             pos = _within_agent(agents.long(), pos)
         h = (self.token(tokens) + self.slot((slots.long() + 1).clamp(0, SLOT_CAPACITY))
-             + self.step((steps.long() + 1).clamp(0, MAX_STEPS)) + self.position(pos.clamp(max=room - 1))
+             + self.step((steps.long() + 1).clamp(0, MAX_STEPS)) + self.position(pos)
              + self.token(embodiment.long())[:, None, None])
         tok = tokens.long()
         h = h + self.value(value_features(self.token_value[tok]).to(h.dtype)) * self.token_has_value[tok, None].to(h.dtype)
