@@ -9,7 +9,8 @@ and per agent (evaluation/agents.py): dPSNR and action accuracy with that agent'
 attribution (mean squared change inside the agent's region / elsewhere, for cards that give a region). The 4- and
 5-agent tokenizers are registered into the pretrained model's registry by a fine-tuning job of 0 steps (the
 embodiment is the same: agent slots 3 and 4 are the ones training never filled). Writes
-benchmarks/results/multiagent.json and benchmarks/results/multiagent.png (each paddle swapped), names the CPU.
+benchmarks/results/multiagent.json, multiagent.png (each paddle swapped) and multiagent_spread_n{3,5}.png (the
+scene's actions swapped, then each agent's), names the CPU.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def _mean(x):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=48)
+    ap.add_argument("--episodes", type=int, default=48, help="episodes recorded per cooperative-pong dataset")
+    ap.add_argument("--spread-episodes", type=int, default=None,
+                    help="episodes per simple_spread dataset (default: --episodes); 16 frames each, pong's are longer")
+    ap.add_argument("--no-agent-field", action="store_true", help="the ablation: model.agent_field off")
     ap.add_argument("--pretrain-steps", type=int, default=1600, help="8 clips a step (2 processes x 4)")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--procs", type=int, default=2, help="pretraining processes (one thread each)")
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.episodes, a.pretrain_steps, a.clips = 8, 40, 6
+    a.spread_episodes = a.spread_episodes or a.episodes
 
     import yaml
 
@@ -67,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     from unified_action.training.finetune import finetune, register_new
     from unified_action.training.trainer import pretrain
 
-    plan = DemoPlan(model_overrides={"max_agents": 8})
+    plan = DemoPlan(model_overrides={"max_agents": 8, "agent_field": not a.no_agent_field})
     work, t0, timings = Path(a.work), time.perf_counter(), {}
     results = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
                "trained_agent_counts": sorted({n for _, n in TRAINED}), "pretrain_steps": a.pretrain_steps,
+               "episodes": {"pong": a.episodes, "spread": a.spread_episodes}, "agent_field": not a.no_agent_field,
                "clips_seen": a.pretrain_steps * plan.micro_batch, "datasets": {}, "seconds": timings}
     dest = Path(a.out)
 
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     dirs = {}
     for card, _ in TRAINED + UNSEEN:
         steps = 64
-        dirs[card] = write_dataset(SourceSpec(f"data_cards/{card}.md", "sim", episodes=a.episodes, steps=steps, seed=1000),
+        episodes = a.episodes if "pong" in card else a.spread_episodes
+        dirs[card] = write_dataset(SourceSpec(f"data_cards/{card}.md", "sim", episodes=episodes, steps=steps, seed=1000),
                                    work / "data" / card, workers=2, settings=WriteSettings(image_size=(64, 64))).root
     timings["record"] = round(time.perf_counter() - t, 1)
 
@@ -127,17 +134,25 @@ def main(argv: list[str] | None = None) -> int:
         results["datasets"][r.name] = {"agents_in_scene": len(r.agents), **figures(r)}
     save()
 
-    from PIL import Image  # the picture: each cooperative-pong paddle swapped alone (real, generated, swapped, truth)
+    from PIL import Image  # pictures: pong with each paddle swapped alone; spread with the whole scene's actions swapped
+    # (real, generated, other actions, the simulator under them) then each agent alone; spread N=5 the same
 
-    pong = next(r for r in res.datasets if r.name == "pettingzoo_cooperative_pong")
-    strips = [strip(ex) for _, ex in pong.agent_examples]
-    if strips:
-        img = Image.new("RGB", (max(s.width for s in strips), sum(s.height for s in strips)), "white")
-        y = 0
-        for s in strips:
-            img.paste(s, (0, y))
-            y += s.height
-        img.save(dest.with_suffix(".png"))
+    def picture(name: str, suffix: str) -> None:
+        r = next((r for r in res.datasets if r.name == name), None)
+        if r is None:
+            return
+        strips = [strip(ex) for ex in r.examples[:1]] * ("pong" not in name) + [strip(ex) for _, ex in r.agent_examples]
+        if strips:
+            img = Image.new("RGB", (max(s.width for s in strips), sum(s.height for s in strips)), "white")
+            y = 0
+            for s in strips:
+                img.paste(s, (0, y))
+                y += s.height
+            img.save(dest.with_name(dest.stem + suffix + ".png"))
+
+    picture("pettingzoo_cooperative_pong", "")
+    picture("pettingzoo_simple_spread_n3", "_spread_n3")
+    picture("pettingzoo_simple_spread_n5", "_spread_n5")
 
     from rich.console import Console
     from rich.table import Table

@@ -151,11 +151,12 @@ class StreamingSession:
 def _last_frame(cond: Conditioning) -> Conditioning:
     """The conditioning of the last predicted frame only, positioned as frame f by the cache's start."""
     n = cond.vector.shape[1]
-    return _Offset(cond.vector[:, n - 1:n], cond.tokens[:, n - 1:n])
+    last = cond.frames(n - 1, n)
+    return _Offset(last.vector, last.tokens, last.agent_actions)
 
 
 class _Offset(Conditioning):
     """One frame's conditioning that answers `frames(f - 1, f)` (how _Stream asks for frame f) with itself."""
 
     def frames(self, lo: int, hi: int) -> Conditioning:
-        return Conditioning(self.vector, self.tokens)
+        return Conditioning(self.vector, self.tokens, self.agent_actions)

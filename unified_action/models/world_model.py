@@ -109,6 +109,9 @@ class ModelConfig:
     # every export before them (their files have no key for it); a mixture with a card that lists agents needs
     # the vocabulary's MAX_AGENTS (8)
     max_agents: int = 0
+    # with agents: a per-patch term keyed on what the patch shows (which agent is drawn there) x that agent's actions
+    # (models/agents.py); measured: benchmarks/README.md, many agents
+    agent_field: bool = True
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
@@ -155,7 +158,7 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"model config: unknown field '{unknown[0]}'{did_you_mean(unknown[0], names)}")
         # an export from before a field has no key for it, and its weights none of the field's layers
-        d = {"action_field": False, "action_history": False, "rollout_blur": 0.0, **d}
+        d = {"action_field": False, "action_history": False, "rollout_blur": 0.0, "agent_field": False, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -375,14 +378,16 @@ def blend_generated_frames(pix: torch.Tensor, context_frames: int, amount: torch
 
 @dataclass
 class Conditioning:
-    """What conditions each predicted frame besides its noise level: the adaLN vector [B, F, W] and the action
-    tokens [B, F, Q, W] appended to its patch tokens."""
+    """What conditions each predicted frame besides its noise level: the adaLN vector [B, F, W], the action
+    tokens [B, F, Q, W] appended to its patch tokens and, with the agent field, each agent's actions [B, F, A, W]."""
 
     vector: torch.Tensor
     tokens: torch.Tensor
+    agent_actions: torch.Tensor | None = None
 
     def frames(self, lo: int, hi: int) -> Conditioning:
-        return Conditioning(self.vector[:, lo:hi], self.tokens[:, lo:hi])
+        return Conditioning(self.vector[:, lo:hi], self.tokens[:, lo:hi],
+                            None if self.agent_actions is None else self.agent_actions[:, lo:hi])
 
 
 # ----------------------------------------------------------------------------------------- the model
@@ -393,7 +398,7 @@ class WorldModel(nn.Module):
         W, p, Q = cfg.width, cfg.patch_size, cfg.action_queries
         self.actions = ActionEncoder(cfg.vocab_size, cfg.action_width, cfg.heads, cfg.max_action_tokens, Q, cfg.max_agents)
         if cfg.max_agents:
-            self.agents = AgentConditioning(cfg.max_agents, cfg.action_width, W)
+            self.agents = AgentConditioning(cfg.max_agents, cfg.action_width, W, 3 * p * p, cfg.agent_field)
         self.action_tokens = nn.Linear(cfg.action_width, W)  # each pooled query -> one token beside the patches
         self.action_vector = nn.Linear(Q * cfg.action_width, W)  # all queries -> the adaLN vector's action part
         self.null_tokens = nn.Parameter(torch.zeros(Q, W))  # dropped actions (classifier-free guidance)
@@ -470,11 +475,12 @@ class WorldModel(nn.Module):
             d = drop.to(q.dtype)
             tokens = tokens * (1 - d[:, None, None, None]) + (self.null_tokens + self.token_type).to(q.dtype) * d[:, None, None, None]
             vector = vector * (1 - d[:, None, None]) + self.null_vector.to(q.dtype) * d[:, None, None]
-        if per_agent is not None:  # a token and a vector term per agent slot (models/agents.py)
-            agent_tokens, agent_vector = self.agents(per_agent, acts.get("action_agents"), drop)
+        agent_actions = None
+        if per_agent is not None:  # a token, a vector term and the field's actions per agent slot (models/agents.py)
+            agent_tokens, agent_vector, agent_actions = self.agents(per_agent, acts.get("action_agents"), drop)
             tokens, vector = torch.cat([tokens, agent_tokens], 2), vector + agent_vector
         interval = self.interval_embed(interval_features(batch["control_hz"], batch["frame_stride"]))
-        return Conditioning(vector + interval[:, None], tokens)
+        return Conditioning(vector + interval[:, None], tokens, agent_actions)
 
     def position_action_term(self, vector: torch.Tensor) -> torch.Tensor:
         """The action field: the conditioning vector [B, F, W] -> a per-patch term [B, F, N, W] that depends on where the
@@ -491,11 +497,16 @@ class WorldModel(nn.Module):
         # instead of left for the network to learn to ignore (after 300 CPU steps it had not: one-step rollouts
         # leaked the noise into the frames, Pong 7 dB below copy-last); for t < 1 the scaling loses nothing (t is known)
         x_in = x_t * (1 - t)[:, :, None, None, None].to(x_t.dtype)
-        patches = torch.cat([self.patchify(prev.to(self.dtype)), self.patchify(x_in.to(self.dtype))], dim=-1)
+        prev_patches = self.patchify(prev.to(self.dtype))
+        patches = torch.cat([prev_patches, self.patchify(x_in.to(self.dtype))], dim=-1)
         vec = cond.vector.to(self.dtype)
-        x = self.patch_in(patches) + self.pos_embed.to(self.dtype) + self.cond_in(vec)[:, :, None]
+        pos = self.pos_embed.to(self.dtype)
+        x = self.patch_in(patches) + pos + self.cond_in(vec)[:, :, None]
         if cfg.action_field:
             x = x + self.position_action_term(vec)
+        if cond.agent_actions is not None:  # the agent field: which agent this patch shows x its actions
+            grid = cfg.image_size[0] // cfg.patch_size, cfg.image_size[1] // cfg.patch_size
+            x = x + self.agents.field(prev_patches, pos, cond.agent_actions.to(self.dtype), grid)
         N = x.shape[2]
         x = torch.cat([x, cond.tokens.to(self.dtype)], dim=2)  # [B, F, N + Q, W]
         c = vec + self.t_embed(sinusoidal(t * 1000, 256))  # t*1000: DiT's timestep scale
@@ -616,7 +627,8 @@ register_model(ModelSpec(
     conditioning=lambda m: [*(b.ada for b in m.blocks), m.final.ada],
     action_path=lambda m: [m.actions, m.action_tokens, m.action_vector, m.cond_in,
                            *((m.field_pos, m.field_act, m.field_out) if m.cfg.action_field else ()),
-                           *((m.history_tokens, m.history_vector) if m.cfg.action_history else ())],
+                           *((m.history_tokens, m.history_vector) if m.cfg.action_history else ()),
+                           *((m.agents,) if m.cfg.max_agents else ())],
     embeddings=lambda m: {"token": m.actions.token, "slot": m.actions.slot, "step": m.actions.step,
                           "position": m.actions.position},
     output=lambda m: m.final,  # its modulation and its linear, both zero-initialised
