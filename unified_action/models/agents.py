@@ -1,4 +1,4 @@
-"""The world model's conditioning on each agent of a scene: one frame token and one vector term per agent.
+"""The world model's conditioning on each agent of a scene: a frame token, a vector term and a per-patch field per agent.
 
 The action encoder pools each agent's tokens on their own (action_encoder.py: a query per agent slot k over the
 tokens of agent k, which carry agent k's embedding). Here each agent's summary becomes
@@ -11,10 +11,11 @@ tokens of agent k, which carry agent k's embedding). Here each agent's summary b
   drawn here" (k = 0..A-1, or none: a softmax of a linear map of the previous frame's pixels in the patch and of its
   position) weighs each agent's projected actions, this chunk's and the one before (an agent with momentum moves as
   much by its last push as by this one), and a depthwise 5x5 filter over the patch grid hands the result to the
-  patches within two of it (where a moving object arrives: simple_spread's discs move 6 px a frame, 14 at p90). Where agents move anywhere (simple_spread's discs, told
-  apart only by colour), "this patch shows agent k, so it moves with agent k's actions" is then one linear map of
-  the pixels, where the frame tokens leave it to attention to find the token whose slot matches the colour; where
-  agents stay in their place (pong's paddles), the position half of the gate does it.
+  patches within two of it (where a moving object arrives). Where agents move anywhere (simple_spread's discs, told
+  apart only by colour, move 6 px a frame at the median, 14 at p90), "this patch shows agent k, so it moves with
+  agent k's actions" is then one linear map of the pixels, where the frame tokens leave it to attention to find the
+  token whose slot matches the colour; where agents stay in their place (pong's paddles), the position half of the
+  gate does it.
 Dropped actions (classifier-free guidance) give every agent slot its learned null token, no vector term and no field.
 
 Slots, not agents, are the unit: a model built for max_agents = 8 takes any scene of 1..8 agents, and agent k of
