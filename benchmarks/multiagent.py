@@ -137,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image  # pictures: pong with each paddle swapped alone; spread with the whole scene's actions swapped
     # (real, generated, other actions, the simulator under them) then each agent alone; spread N=5 the same
 
-    def picture(name: str, suffix: str) -> None:
+    def picture(name: str, suffix: str, whole_scene: bool) -> None:
         r = next((r for r in res.datasets if r.name == name), None)
         if r is None:
             return
-        strips = [strip(ex) for ex in r.examples[:1]] * ("pong" not in name) + [strip(ex) for _, ex in r.agent_examples]
+        first = [strip(r.examples[0])] if whole_scene and r.examples else []
+        strips = first + [strip(ex) for _, ex in r.agent_examples]
         if strips:
             img = Image.new("RGB", (max(s.width for s in strips), sum(s.height for s in strips)), "white")
             y = 0
@@ -150,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 y += s.height
             img.save(dest.with_name(dest.stem + suffix + ".png"))
 
-    picture("pettingzoo_cooperative_pong", "")
-    picture("pettingzoo_simple_spread_n3", "_spread_n3")
-    picture("pettingzoo_simple_spread_n5", "_spread_n5")
+    picture("pettingzoo_cooperative_pong", "", whole_scene=False)
+    picture("pettingzoo_simple_spread_n3", "_spread_n3", whole_scene=True)
+    picture("pettingzoo_simple_spread_n5", "_spread_n5", whole_scene=True)
 
     from rich.console import Console
     from rich.table import Table

@@ -75,7 +75,8 @@ def test_agent_k_counts_its_positions_as_agent_0_does():
 
 def test_the_agent_field_moves_the_patches_that_show_the_agent_and_their_neighbours_only():
     """A gate that reads "agent 0 is here" from red pixels: agent 0's actions change the term at the red patch and
-    the patches within two of it (FIELD_REACH) and nowhere else; agent 1, drawn nowhere, changes nothing; a dropped clip has no field."""
+    the patches within two of it (FIELD_REACH) and nowhere else; agent 1, drawn nowhere, changes nothing; a dropped
+    clip has no field."""
     torch.manual_seed(0)
     model = wake(WorldModel(tiny(max_agents=8))).eval()
     field = model.agents
@@ -122,3 +123,16 @@ def test_exports_from_before_the_agent_field_load_without_it():
     assert cfg.agent_field and not old.cfg.agent_field
     assert not any(k.startswith(("agents.gate", "agents.spread", "agents.field")) for k in old.state_dict())
     assert old.conditioning(agent_batch(old.cfg)).agent_actions is None
+
+
+def test_the_agent_field_reads_the_chunk_before_too():
+    """Frame f's field carries agent 0's chunk f-1 and chunk f-2 (momentum): changing agent 0's values in the first
+    chunk alone changes the field's actions of the first two predicted frames and of no later one."""
+    torch.manual_seed(0)
+    model = WorldModel(tiny(max_agents=8)).eval()
+    b = agent_batch(model.cfg, agents=2)
+    changed = {k: v.clone() for k, v in b.items()}
+    changed["action_tokens"][:, 0, 3:6] = changed["action_tokens"][:, 0, 3:6].flip(0) + 1  # agent 0, chunk 0 only
+    with torch.no_grad():
+        diff = (model.conditioning(changed).agent_actions - model.conditioning(b).agent_actions).abs().amax(dim=(0, 3))
+    assert (diff[:2, 0] > 1e-4).all() and (diff[2:, 0] < 1e-6).all() and (diff[:, 1:] < 1e-6).all()
